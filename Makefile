@@ -1,0 +1,32 @@
+# gatewatch: `make run` starts the sidecar on embedded defaults, `make test` runs everything.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint test-deps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/gatewatch run $(if $(CONFIG),--config $(CONFIG),)
+
+test-deps:
+	bash scripts/install-test-deps.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check agent tests bench
+
+test: $(STAMP) test-deps lint
+	$(VENV)/bin/pytest -q tests
+
+bench: $(STAMP) test-deps
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,294 @@
+"""Builds the pipeline from config and owns start/stop order and graceful shutdown.
+
+Start: catalog -> sinks -> components (sources, evaluators, senders) -> ready.
+Stop (SIGTERM): refuse new ingest -> stop sources -> flush held requests -> stop
+components and sinks in reverse order (each flushes: spans, CloudWatch, outbox,
+checkpoints) -> exit, all inside `server.shutdown_grace`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from agent import __version__
+from agent.config import Config, ConfigError, read_text
+from agent.enrich import Catalog, Enricher, Fallback, catalog_from_config_text, ecs_task_metadata, parse_task_arn
+from agent.logsetup import register_config_secrets
+from agent.pipeline import Pipeline, RequestTracker, Sink
+from agent.selfmetrics import SelfMetrics
+from agent.sinks.prometheus import PrometheusSink
+from agent.sources.callbacks import ALERTS_ROUTE, EVENTS_ROUTE, IngestRoutes, bearer_auth_middleware
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    """Anything with a lifecycle: sources, rule evaluator, notifier, exporters."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+ReloadHook = Callable[[Config], Awaitable[None]]
+
+
+class GatewatchApp:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        register_config_secrets(config)
+        self.registry = CollectorRegistry(auto_describe=True)
+        if config.prometheus.process_metrics:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+        self.metrics = SelfMetrics(self.registry)
+        self.catalog = Catalog(fallback=Fallback(config.attribution.aws_account or "",
+                                                 config.attribution.aws_region or ""))
+        self.enricher = Enricher(self.catalog, self.metrics.count_unattributed)
+        self.tracker = RequestTracker(config.pipeline.request_merge_window, config.pipeline.max_pending_requests)
+        self.pipeline = Pipeline(self.enricher, self.tracker)
+        self.pipeline.on_sink_error = lambda name: self.metrics.sink_errors.labels(name).inc()
+        self.prometheus: PrometheusSink | None = None
+        if config.prometheus.enabled:
+            self.prometheus = PrometheusSink(
+                self.registry,
+                self.metrics,
+                optional_labels=config.labels.optional,
+                series_limit=config.labels.series_limit,
+                include_health_checks=config.prometheus.include_health_checks,
+                catalog=self.catalog,
+            )
+            self.pipeline.add_sink(self.prometheus)
+        self.components: list[Component] = []
+        self.reload_hooks: list[ReloadHook] = []
+        self.readiness_checks: dict[str, Callable[[], tuple[bool, str]]] = {}
+        self.route_setups: list[Callable[[web.Application], None]] = []
+        self.accepting = False
+        self.ready = False
+        self.started_at = time.time()
+        self._ticker: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._build_features()
+
+    # -- wiring ---------------------------------------------------------------------
+    def _build_features(self) -> None:
+        """Create the optional features the config turns on (each in its own module)."""
+        from agent import features
+
+        features.install(self)
+
+    def add_sink(self, sink: Sink) -> None:
+        self.pipeline.add_sink(sink)
+
+    def add_component(self, component: Component) -> None:
+        self.components.append(component)
+
+    # -- catalog --------------------------------------------------------------------
+    async def load_catalog(self) -> None:
+        location = self.config.litellm.config
+        if self.config.attribution.ecs_metadata and not (
+            self.config.attribution.aws_account and self.config.attribution.aws_region
+        ):
+            task = await ecs_task_metadata()
+            if task and isinstance(task.get("TaskARN"), str):
+                ecs = parse_task_arn(task["TaskARN"])
+                self.catalog.fallback = Fallback(
+                    self.config.attribution.aws_account or ecs.aws_account,
+                    self.config.attribution.aws_region or ecs.aws_region,
+                )
+                log.info("attribution fallback from ECS task metadata: account %s region %s",
+                         self.catalog.fallback.aws_account, self.catalog.fallback.aws_region)
+        if not location:
+            return
+        loop = asyncio.get_running_loop()
+        source = "s3" if location.startswith("s3://") else "file"
+        try:
+            text = await loop.run_in_executor(None, read_text, location)
+            loaded = catalog_from_config_text(text, self.catalog.fallback, location)
+        except ConfigError:
+            self.metrics.catalog_reloads.labels(source, "error").inc()
+            raise
+        self.catalog.replace(loaded)
+        self.enricher.invalidate()
+        self.metrics.catalog_deployments.set(len(self.catalog))
+        self.metrics.catalog_reloads.labels(source, "ok").inc()
+        unattributed = [d.id for d in self.catalog if not (d.aws_account and d.aws_region)]
+        log.info("deployment catalog: %d deployments from %s", len(self.catalog), location)
+        if unattributed:
+            log.warning("deployments without account/region in the catalog (fallback used): %s",
+                        ", ".join(unattributed))
+
+    # -- HTTP -----------------------------------------------------------------------
+    def web_app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self.config.server.max_body_bytes,
+            middlewares=[bearer_auth_middleware(self.config.server.auth_token, self.protected_prefixes())],
+        )
+        IngestRoutes(self.pipeline, self.metrics, lambda: self.accepting, self.capture_content).add_to(app)
+        app.router.add_get("/metrics", self.handle_metrics)
+        app.router.add_get("/healthz", self.handle_healthz)
+        app.router.add_get("/readyz", self.handle_readyz)
+        app.router.add_get("/", self.handle_index)
+        for setup in self.route_setups:
+            setup(app)
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+        app["gatewatch"] = self
+        return app
+
+    def protected_prefixes(self) -> tuple[str, ...]:
+        # ingest and the mutating APIs; /metrics, /healthz, /readyz stay open for probes
+        return (EVENTS_ROUTE, ALERTS_ROUTE, "/api/", "/-/")
+
+    def capture_content(self) -> bool:
+        return bool(getattr(getattr(self.config, "otel", None), "capture_content", False))
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        # render off the event loop: at 20k series this takes tens of ms
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(None, generate_latest, self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def handle_healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": __version__})
+
+    async def handle_readyz(self, request: web.Request) -> web.Response:
+        checks: dict[str, Any] = {"pipeline": {"ok": self.ready, "detail": "started" if self.ready else "starting"}}
+        ok = self.ready
+        for name, check in self.readiness_checks.items():
+            try:
+                passed, detail = check()
+            except Exception as exc:  # a check must not break the probe
+                passed, detail = False, f"check failed: {type(exc).__name__}"
+            checks[name] = {"ok": passed, "detail": detail}
+            ok = ok and passed
+        return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+    async def handle_index(self, request: web.Request) -> web.Response:
+        return web.json_response({"service": "gatewatch", "version": __version__,
+                                  "routes": sorted({r.resource.canonical for r in request.app.router.routes()
+                                                    if r.resource is not None})})
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def _on_startup(self, app: web.Application) -> None:
+        await self.start()
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await self.load_catalog()
+        for sink in self.pipeline.sinks:
+            await sink.start()
+        for component in self.components:
+            await component.start()
+        self._ticker = asyncio.create_task(self._tick_loop(), name="gatewatch-ticker")
+        self.accepting = True
+        self.ready = True
+        self.metrics.ready.set(1)
+        log.info("gatewatch %s ready: %d sinks, %d components", __version__, len(self.pipeline.sinks),
+                 len(self.components))
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.pipeline.tick()
+                self.metrics.pending_requests.set(len(self.tracker))
+                self.metrics.recovered_requests._value.set(self.tracker.recovered)  # mirror, not inc
+            except Exception:
+                log.exception("pipeline tick failed")
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.accepting = False
+        self.ready = False
+        self.metrics.ready.set(0)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        # sources first (they may still publish), then flush, then everyone else
+        sources = [c for c in self.components if getattr(c, "is_source", False)]
+        others = [c for c in self.components if not getattr(c, "is_source", False)]
+        for component in reversed(sources):
+            await self._stop_one(component)
+        self.pipeline.flush()
+        for component in reversed(others):
+            await self._stop_one(component)
+        for sink in reversed(self.pipeline.sinks):
+            await self._stop_one(sink)
+        log.info("gatewatch stopped")
+
+    async def _stop_one(self, component: Any) -> None:
+        try:
+            await component.stop()
+        except Exception:
+            log.exception("stopping %s failed", getattr(component, "name", component))
+
+    async def reload(self, new_config: Config) -> None:
+        """Apply a new config (SIGHUP, POST /-/reload): each feature takes what it can."""
+        self.config = new_config
+        for hook in self.reload_hooks:
+            await hook(new_config)
+
+
+async def serve(config: Config, host: str | None = None, port: int | None = None,
+                reload_config: Callable[[], Config] | None = None,
+                started: Callable[[int], None] | None = None) -> None:
+    """Run the sidecar until SIGTERM/SIGINT; graceful shutdown within the grace period."""
+    gw = GatewatchApp(config)
+    app = gw.web_app()
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=min(5.0, config.server.shutdown_grace))
+    await runner.setup()
+    site = web.TCPSite(runner, host or config.server.host, config.server.port if port is None else port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port
+    log.info("listening on %s:%s", host or config.server.host, bound)
+    if started is not None:
+        started(int(bound))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def do_reload() -> None:
+        if reload_config is None:
+            return
+        try:
+            new = await loop.run_in_executor(None, reload_config)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        await gw.reload(new)
+        log.info("config reloaded")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(do_reload()))
+    gw.reload_requested = do_reload  # type: ignore[attr-defined]
+    await stop.wait()
+    log.info("shutting down (grace %.0fs)", config.server.shutdown_grace)
+    gw.accepting = False
+    try:
+        await asyncio.wait_for(runner.cleanup(), timeout=config.server.shutdown_grace)
+    except TimeoutError:
+        log.error("shutdown did not finish within %.0fs", config.server.shutdown_grace)

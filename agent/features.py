@@ -1,0 +1,22 @@
+"""Optional features, installed into a GatewatchApp from its config.
+
+Each feature lives in its own module and exposes `install(app)`; this file is the only
+place that knows the list, so the core (app.py) never imports a feature directly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.app import GatewatchApp
+
+
+def install(app: GatewatchApp) -> None:
+    """Install every feature; each one decides from `app.config` whether it is on."""
+    for installer in _installers():
+        installer(app)
+
+
+def _installers() -> list:
+    return []

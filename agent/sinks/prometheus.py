@@ -1,0 +1,355 @@
+"""Events -> Prometheus metrics under LiteLLM's own metric and label names.
+
+LiteLLM's published dashboards keep working because names, label names, buckets and the
+"None" spelling of missing values are LiteLLM's (1.108.x). gatewatch adds `aws_account`
+and `aws_region` (and `model_group` where LiteLLM lacks it). High-cardinality labels are
+opt-in; every metric has a series limit past which new label sets fold into one
+`__overflow__` series, counted on `gatewatch_series_overflow_total`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from agent.enrich import Catalog
+from agent.events import Event, Kind
+from agent.selfmetrics import SelfMetrics
+
+# LiteLLM's LATENCY_BUCKETS (litellm/types/integrations/prometheus.py, 1.108.7)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 420.0,
+                   600.0, float("inf"))
+OVERFLOW = "__overflow__"
+NONE = "None"  # LiteLLM's spelling of a missing label value
+
+
+def _n(value: str) -> str:
+    return value or NONE
+
+
+def _exception_class(event: Event, provider: str | None = None, error_class: str | None = None) -> str:
+    provider = event.api_provider if provider is None else provider
+    error_class = event.error_class if error_class is None else error_class
+    if not error_class:
+        return NONE
+    return f"{provider.capitalize()}.{error_class}" if provider else error_class
+
+
+def label_values(event: Event) -> dict[str, str]:
+    """Every label value an event can give, computed once per event."""
+    return {
+        "model": _n(event.model),
+        "litellm_model_name": _n(event.model),
+        "model_group": event.model_group,
+        "requested_model": _n(event.requested_model),
+        "model_id": _n(event.deployment),
+        "api_base": event.api_base,
+        "api_provider": event.api_provider,
+        "api_key_alias": _n(event.key_alias),
+        "team": _n(event.team),
+        "team_alias": _n(event.team_alias),
+        "org_id": _n(event.org_id),
+        "org_alias": _n(event.org_alias),
+        "route": event.route,
+        "status_code": event.status_code,
+        "exception_status": event.status_code,
+        "exception_class": _exception_class(event),
+        "aws_account": event.aws_account,
+        "aws_region": event.aws_region,
+        "hashed_api_key": _n(event.key_hash),
+        "user": _n(event.user),
+        "end_user": _n(event.end_user),
+        "user_email": _n(event.user_email),
+        "client_ip": _n(event.client_ip),
+        "user_agent": _n(event.user_agent),
+    }
+
+
+class LimitedFamily:
+    """A metric family whose children are cached by label tuple and capped in number."""
+
+    def __init__(self, metric: Any, labelnames: Sequence[str], limit: int, self_metrics: SelfMetrics) -> None:
+        self.metric = metric
+        self.labelnames = tuple(labelnames)
+        self.limit = limit
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._overflow_counter = self_metrics.series_overflow.labels(metric._name)
+
+    def child(self, values: dict[str, str]) -> Any:
+        key = tuple([values[name] for name in self.labelnames])
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= self.limit:
+                self._overflow_counter.inc()
+                key = (OVERFLOW,) * len(self.labelnames)
+                child = self._children.get(key)
+                if child is not None:
+                    return child
+            child = self.metric.labels(*key)
+            self._children[key] = child
+        return child
+
+    def remove_all(self) -> None:
+        self.metric.clear()
+        self._children.clear()
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+
+PROXY_LABELS = ("requested_model", "model_id", "api_provider", "api_key_alias", "team", "team_alias", "org_id",
+                "org_alias", "route", "aws_account", "aws_region")
+PROXY_OPTIONAL = ("hashed_api_key", "user", "end_user", "user_email", "client_ip", "user_agent")
+LATENCY_LABELS = ("model", "model_group", "model_id", "requested_model", "api_provider", "api_key_alias", "team",
+                  "team_alias", "org_id", "org_alias", "aws_account", "aws_region")
+LATENCY_OPTIONAL = ("hashed_api_key", "user", "end_user")
+SPEND_LABELS = ("model", "model_group", "model_id", "requested_model", "api_provider", "api_key_alias", "team",
+                "team_alias", "org_id", "org_alias", "aws_account", "aws_region")
+SPEND_OPTIONAL = ("hashed_api_key", "user", "end_user", "user_email", "client_ip", "user_agent")
+DEPLOYMENT_LABELS = ("litellm_model_name", "model_id", "api_base", "api_provider", "model_group", "requested_model",
+                     "api_key_alias", "team", "team_alias", "aws_account", "aws_region")
+DEPLOYMENT_OPTIONAL = ("hashed_api_key", "client_ip", "user_agent")
+REMAINING_LABELS = ("model_group", "api_provider", "api_base", "litellm_model_name", "model_id", "api_key_alias",
+                    "aws_account", "aws_region")
+STATE_LABELS = ("litellm_model_name", "model_id", "api_base", "api_provider", "model_group", "aws_account",
+                "aws_region")
+FALLBACK_LABELS = ("requested_model", "fallback_model", "api_key_alias", "team", "team_alias", "exception_status",
+                   "exception_class")
+
+
+class PrometheusSink:
+    name = "prometheus"
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        self_metrics: SelfMetrics,
+        optional_labels: Iterable[str] = (),
+        series_limit: int = 10000,
+        include_health_checks: bool = False,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.registry = registry
+        self.self_metrics = self_metrics
+        self.include_health_checks = include_health_checks
+        optional = set(optional_labels)
+        self._families: list[LimitedFamily] = []
+
+        def family(kind: type, name: str, doc: str, base: Sequence[str], opt: Sequence[str] = (), **kw: Any):
+            labels = list(base) + [label for label in opt if label in optional]
+            metric = kind(name, doc, labels, registry=registry, **kw)
+            fam = LimitedFamily(metric, labels, series_limit, self_metrics)
+            self._families.append(fam)
+            return fam
+
+        hist = {"buckets": LATENCY_BUCKETS}
+        # proxy level: one per HTTP request (outcome events)
+        self.proxy_total = family(Counter, "litellm_proxy_total_requests_metric",
+                                  "Total requests made to the proxy server (one per client request).",
+                                  PROXY_LABELS + ("status_code",), PROXY_OPTIONAL)
+        self.proxy_failed = family(Counter, "litellm_proxy_failed_requests_metric",
+                                   "Requests that failed after retries and fallbacks.",
+                                   PROXY_LABELS + ("exception_status", "exception_class"), PROXY_OPTIONAL)
+        # latency (successful attempts, like LiteLLM)
+        self.total_latency = family(Histogram, "litellm_request_total_latency_metric",
+                                    "Total latency (seconds) for a request to LiteLLM.", LATENCY_LABELS,
+                                    LATENCY_OPTIONAL, **hist)
+        self.api_latency = family(Histogram, "litellm_llm_api_latency_metric",
+                                  "Total latency (seconds) for a model's LLM API call.", LATENCY_LABELS,
+                                  LATENCY_OPTIONAL, **hist)
+        self.ttft = family(Histogram, "litellm_llm_api_time_to_first_token_metric",
+                           "Time to first token (seconds) for streaming LLM API calls.", LATENCY_LABELS,
+                           LATENCY_OPTIONAL, **hist)
+        self.overhead = family(Histogram, "litellm_overhead_latency_metric",
+                               "LiteLLM's own overhead (seconds) on a call.", LATENCY_LABELS, LATENCY_OPTIONAL, **hist)
+        # spend and tokens
+        self.spend = family(Counter, "litellm_spend_metric", "Total spend (USD) on LLM requests.", SPEND_LABELS,
+                            SPEND_OPTIONAL)
+        self.total_tokens = family(Counter, "litellm_total_tokens_metric", "Input + output tokens.", SPEND_LABELS,
+                                   SPEND_OPTIONAL)
+        self.input_tokens = family(Counter, "litellm_input_tokens_metric", "Input (prompt) tokens.", SPEND_LABELS,
+                                   SPEND_OPTIONAL)
+        self.output_tokens = family(Counter, "litellm_output_tokens_metric", "Output (completion) tokens.",
+                                    SPEND_LABELS, SPEND_OPTIONAL)
+        # deployment level: one per attempt
+        self.dep_total = family(Counter, "litellm_deployment_total_requests",
+                                "LLM API calls to a deployment, success and failure.", DEPLOYMENT_LABELS,
+                                DEPLOYMENT_OPTIONAL)
+        self.dep_success = family(Counter, "litellm_deployment_success_responses",
+                                  "Successful LLM API calls to a deployment.", DEPLOYMENT_LABELS, DEPLOYMENT_OPTIONAL)
+        self.dep_failure = family(Counter, "litellm_deployment_failure_responses",
+                                  "Failed LLM API calls to a deployment (first failed attempt of a request).",
+                                  DEPLOYMENT_LABELS + ("exception_status", "exception_class"), DEPLOYMENT_OPTIONAL)
+        self.latency_per_token = family(Histogram, "litellm_deployment_latency_per_output_token",
+                                        "Latency per output token (seconds).", STATE_LABELS)
+        self.remaining_requests = family(Gauge, "litellm_remaining_requests_metric",
+                                         "Provider x-ratelimit-remaining-requests of a deployment.", REMAINING_LABELS)
+        self.remaining_tokens = family(Gauge, "litellm_remaining_tokens_metric",
+                                       "Provider x-ratelimit-remaining-tokens of a deployment.", REMAINING_LABELS)
+        self.fallback_ok = family(Counter, "litellm_deployment_successful_fallbacks",
+                                  "Requests recovered by a fallback to another model group.", FALLBACK_LABELS)
+        self.fallback_failed = family(Counter, "litellm_deployment_failed_fallbacks",
+                                      "Fallback attempts that failed (from the proxy logs).", FALLBACK_LABELS)
+        # deployment health (callbacks, logs and /health)
+        self.state = family(Gauge, "litellm_deployment_state",
+                            "Deployment state: 0 healthy, 1 partial outage, 2 complete outage.", STATE_LABELS)
+        self.cooled_down = family(Counter, "litellm_deployment_cooled_down",
+                                  "Times a deployment was put into cooldown by the router.",
+                                  STATE_LABELS + ("exception_status",))
+        # what LiteLLM has no metric for
+        self.retries = family(Counter, "gatewatch_deployment_retries",
+                              "Retries the router made (x-litellm-attempted-retries and proxy logs).",
+                              ("model_group", "model_id", "aws_account", "aws_region", "source"))
+        self.no_deployments = family(Counter, "gatewatch_no_deployments_available",
+                                     "Requests refused because every deployment of the group was in cooldown.",
+                                     ("model_group",))
+        self.rate_limited = family(Counter, "gatewatch_rate_limited_requests",
+                                   "Attempts throttled by the provider or router (429, ThrottlingException).",
+                                   ("model_group", "model_id", "api_provider", "aws_account", "aws_region",
+                                    "normalized_error"))
+        self.proxy_up = family(Gauge, "gatewatch_proxy_up", "1 when the proxy's health endpoint answers OK.",
+                               ("endpoint",))
+        self.proxy_errors = family(Counter, "gatewatch_proxy_errors",
+                                   "Errors reported by the proxy's logs and alerts.", ("error_class", "source"))
+        self.budget_alerts = family(Counter, "gatewatch_litellm_alerts",
+                                    "Alerts and budget webhooks received from LiteLLM.", ("alert_type",))
+        self.health_checks = family(Counter, "gatewatch_health_check_calls",
+                                    "LiteLLM's own /health traffic (kept out of the litellm_* series).",
+                                    ("model", "api_provider", "status"))
+        if catalog is not None:
+            registry.register(CatalogLimitsCollector(catalog))
+
+    @property
+    def series(self) -> int:
+        return sum(len(f) for f in self._families)
+
+    def handle(self, events: Sequence[Event]) -> None:
+        for event in events:
+            kind = event.kind
+            if kind == Kind.REQUEST:
+                self._request(event)
+            elif kind == Kind.OUTCOME:
+                self._outcome(event)
+            else:
+                self._other(event)
+
+    def _request(self, event: Event) -> None:
+        if event.health_check and not self.include_health_checks:
+            self.health_checks.child(
+                {"model": _n(event.model), "api_provider": event.api_provider, "status": event.status}
+            ).inc()
+            return
+        values = label_values(event)
+        has_deployment = bool(event.deployment or event.api_base)
+        if has_deployment:
+            self.dep_total.child(values).inc()
+        if event.status == "success":
+            if has_deployment:
+                self.dep_success.child(values).inc()
+                self.state.child(values).set(0)
+            if event.latency is not None:
+                self.api_latency.child(values).observe(event.latency)
+                if event.output_tokens > 0 and has_deployment:
+                    self.latency_per_token.child(values).observe(event.latency / event.output_tokens)
+            if event.total_latency is not None:
+                self.total_latency.child(values).observe(event.total_latency)
+            if event.ttft is not None:
+                self.ttft.child(values).observe(event.ttft)
+            if event.overhead is not None:
+                self.overhead.child(values).observe(event.overhead)
+            self.spend.child(values).inc(event.cost_usd)
+            self.total_tokens.child(values).inc(event.total_tokens)
+            self.input_tokens.child(values).inc(event.input_tokens)
+            self.output_tokens.child(values).inc(event.output_tokens)
+            if event.retries:
+                values["source"] = "callback"
+                self.retries.child(values).inc(event.retries)
+            if event.fallbacks:
+                attrs = event.attrs
+                values["fallback_model"] = event.model_group
+                values["exception_status"] = attrs.get("fallback_from_status", NONE)
+                values["exception_class"] = _exception_class(
+                    event, attrs.get("fallback_from_provider", ""), attrs.get("fallback_from_class", "")
+                )
+                values["model_id"] = NONE
+                self.fallback_ok.child(values).inc()
+        else:
+            if has_deployment:
+                self.dep_failure.child(values).inc()
+                self.state.child(values).set(1)
+            if event.rate_limited:
+                values["normalized_error"] = event.normalized_error or NONE
+                self.rate_limited.child(values).inc()
+        if has_deployment and event.remaining_requests is not None:
+            self.remaining_requests.child(values).set(event.remaining_requests)
+        if has_deployment and event.remaining_tokens is not None:
+            self.remaining_tokens.child(values).set(event.remaining_tokens)
+
+    def _outcome(self, event: Event) -> None:
+        values = label_values(event)
+        self.proxy_total.child(values).inc()
+        if event.status != "success":
+            self.proxy_failed.child(values).inc()
+
+    def _other(self, event: Event) -> None:
+        kind = event.kind
+        if kind == Kind.COOLDOWN:
+            values = label_values(event)
+            self.cooled_down.child(values).inc()
+            self.state.child(values).set(2)
+        elif kind == Kind.DEPLOYMENT_STATE and event.value is not None:
+            self.state.child(label_values(event)).set(event.value)
+        elif kind == Kind.RETRY:
+            values = label_values(event)
+            values["source"] = event.source
+            self.retries.child(values).inc(event.value or 1)
+        elif kind == Kind.NO_DEPLOYMENTS:
+            self.no_deployments.child({"model_group": event.model_group}).inc()
+        elif kind == Kind.FALLBACK and event.status != "success":
+            values = label_values(event)
+            values["fallback_model"] = str(event.attrs.get("fallback_model") or NONE)
+            self.fallback_failed.child(values).inc()
+        elif kind == Kind.PROXY_STATE and event.value is not None:
+            self.proxy_up.child({"endpoint": str(event.attrs.get("endpoint") or "readiness")}).set(event.value)
+        elif kind == Kind.PROXY_ERROR:
+            self.proxy_errors.child({"error_class": event.error_class or str(event.attrs.get("alert_type") or NONE),
+                                     "source": event.source}).inc()
+        elif kind == Kind.BUDGET:
+            self.budget_alerts.child({"alert_type": str(event.attrs.get("alert_type") or NONE)}).inc()
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+class CatalogLimitsCollector(Collector):
+    """litellm_deployment_rpm_limit / tpm_limit, read from the catalog at scrape time."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        labels = ["model_group", "model_id", "api_base", "api_provider", "litellm_model_name", "aws_account",
+                  "aws_region"]
+        rpm = GaugeMetricFamily("litellm_deployment_rpm_limit", "Configured rpm limit of a deployment.",
+                                labels=labels)
+        tpm = GaugeMetricFamily("litellm_deployment_tpm_limit", "Configured tpm limit of a deployment.",
+                                labels=labels)
+        for dep in self.catalog:
+            values = [dep.model_group, dep.id, dep.api_base, dep.provider, dep.model, dep.aws_account or "unknown",
+                      dep.aws_region or "unknown"]
+            if dep.rpm is not None:
+                rpm.add_metric(values, dep.rpm)
+            if dep.tpm is not None:
+                tpm.add_metric(values, dep.tpm)
+        yield rpm
+        yield tpm
