@@ -24,6 +24,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from agent import __version__
+from agent.alerts.logreceiver import LogReceiver
+from agent.alerts.model import AlertReceiver
 from agent.config import Config, ConfigError, read_text
 from agent.enrich import Catalog, Enricher, Fallback, catalog_from_config_text, ecs_task_metadata, parse_task_arn
 from agent.logsetup import register_config_secrets
@@ -31,6 +33,8 @@ from agent.pipeline import Pipeline, RequestTracker, Sink
 from agent.selfmetrics import SelfMetrics
 from agent.sinks.prometheus import PrometheusSink
 from agent.sources.callbacks import ALERTS_ROUTE, EVENTS_ROUTE, IngestRoutes, bearer_auth_middleware
+from agent.state.base import StateBackend
+from agent.state.local import LocalState
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ class GatewatchApp:
                 catalog=self.catalog,
             )
             self.pipeline.add_sink(self.prometheus)
+        self.state: StateBackend = LocalState(config.state_dir)
+        self.alert_receiver: AlertReceiver = LogReceiver()  # replaced by the notify router when configured
         self.components: list[Component] = []
         self.reload_hooks: list[ReloadHook] = []
         self.readiness_checks: dict[str, Callable[[], tuple[bool, str]]] = {}
@@ -193,6 +199,8 @@ class GatewatchApp:
         await self.stop()
 
     async def start(self) -> None:
+        await self.state.start()
+        self.readiness_checks.setdefault("state", self.state.healthy)
         await self.load_catalog()
         for sink in self.pipeline.sinks:
             await sink.start()
@@ -236,6 +244,7 @@ class GatewatchApp:
             await self._stop_one(component)
         for sink in reversed(self.pipeline.sinks):
             await self._stop_one(sink)
+        await self._stop_one(self.state)
         log.info("gatewatch stopped")
 
     async def _stop_one(self, component: Any) -> None:

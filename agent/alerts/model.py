@@ -1,0 +1,56 @@
+"""The alert type that flows from the rule engine to delivery.
+
+Mirrors what Prometheus sends to Alertmanager: every evaluation re-sends the alerts that
+are firing (so a restarted or new receiver catches up) and, once, the ones that resolved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+AlertState = Literal["pending", "firing", "resolved"]
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """Stable id of an alert: its sorted labels (alertname included), like Alertmanager's."""
+    digest = hashlib.sha256()
+    for key in sorted(labels):
+        digest.update(key.encode())
+        digest.update(b"\xff")
+        digest.update(str(labels[key]).encode())
+        digest.update(b"\xff")
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class Alert:
+    labels: dict[str, str]  # alertname, severity, and the rule's `by` labels
+    annotations: dict[str, str] = field(default_factory=dict)
+    state: AlertState = "firing"
+    value: float | None = None
+    active_at: float = 0.0  # when the condition first held (pending began)
+    fired_at: float | None = None  # when it went firing
+    resolved_at: float | None = None
+    rule_group: str = ""
+    scope: Literal["local", "global"] = "local"
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.labels)
+
+
+class AlertReceiver(Protocol):
+    """Where the rule engine hands alerts after each evaluation (the notify router)."""
+
+    def receive(self, alerts: Sequence[Alert]) -> None:
+        """Firing alerts (re-sent every evaluation) and alerts resolved in this evaluation.
+
+        Must not block: delivery happens in the receiver's own tasks.
+        """

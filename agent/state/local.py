@@ -1,0 +1,150 @@
+"""Embedded state: SQLite (WAL) in `state_dir`, one process, no server needed.
+
+SQLite calls run on one dedicated thread so the event loop never waits on fsync; a single
+thread also serializes access, which SQLite connections want anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL);
+CREATE TABLE IF NOT EXISTS counters (key TEXT NOT NULL, field TEXT NOT NULL, value REAL NOT NULL,
+                                     expires REAL, PRIMARY KEY (key, field));
+CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+"""
+
+
+class LocalState:
+    name = "local"
+
+    def __init__(self, state_dir: str | os.PathLike[str], filename: str = "state.db") -> None:
+        self.path = Path(state_dir) / filename
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatewatch-state")
+        self._db: sqlite3.Connection | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def start(self) -> None:
+        if self._db is None:
+            await self._run(self._open)
+
+    async def stop(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._open()
+        assert self._db is not None
+        return self._db
+
+    # -- JSON documents ---------------------------------------------------------------
+    async def get_json(self, key: str) -> Any | None:
+        def op() -> Any | None:
+            row = self._conn().execute("SELECT value, expires FROM kv WHERE key = ?", (key,)).fetchone()
+            if row is None or (row[1] is not None and row[1] < time.time()):
+                return None
+            return json.loads(row[0])
+
+        return await self._run(op)
+
+    async def put_json(self, key: str, value: Any, ttl: float | None = None) -> None:
+        expires = time.time() + ttl if ttl else None
+        text = json.dumps(value, separators=(",", ":"))
+
+        def op() -> None:
+            self._conn().execute("INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)",
+                                 (key, text, expires))
+
+        await self._run(op)
+
+    async def delete(self, key: str) -> None:
+        await self._run(lambda: self._conn().execute("DELETE FROM kv WHERE key = ?", (key,)))
+
+    async def list_json(self, prefix: str) -> dict[str, Any]:
+        def op() -> dict[str, Any]:
+            now = time.time()
+            rows = self._conn().execute(
+                "SELECT key, value, expires FROM kv WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff")
+            ).fetchall()
+            return {k: json.loads(v) for k, v, exp in rows if exp is None or exp >= now}
+
+        return await self._run(op)
+
+    # -- counters -------------------------------------------------------------------
+    async def incr_many(self, key: str, amounts: dict[str, float], ttl: float | None = None) -> None:
+        expires = time.time() + ttl if ttl else None
+
+        def op() -> None:
+            db = self._conn()
+            db.execute("BEGIN")
+            try:
+                db.executemany(
+                    "INSERT INTO counters (key, field, value, expires) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(key, field) DO UPDATE SET value = value + excluded.value, "
+                    "expires = excluded.expires",
+                    [(key, field, amount, expires) for field, amount in amounts.items()],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(op)
+
+    async def get_counters(self, key: str) -> dict[str, float]:
+        def op() -> dict[str, float]:
+            now = time.time()
+            rows = self._conn().execute("SELECT field, value, expires FROM counters WHERE key = ?", (key,)).fetchall()
+            return {f: v for f, v, exp in rows if exp is None or exp >= now}
+
+        return await self._run(op)
+
+    # -- claims ---------------------------------------------------------------------
+    async def claim(self, key: str, owner: str, ttl: float) -> bool:
+        def op() -> bool:
+            now = time.time()
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
+                if row is None or row[1] < now or row[0] == owner:
+                    db.execute("INSERT OR REPLACE INTO claims (key, owner, expires) VALUES (?, ?, ?)",
+                               (key, owner, now + ttl))
+                    db.execute("COMMIT")
+                    return True
+                db.execute("COMMIT")
+                return False
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        return await self._run(op)
+
+    async def release(self, key: str, owner: str) -> None:
+        await self._run(lambda: self._conn().execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner)))
+
+    def healthy(self) -> tuple[bool, str]:
+        return True, f"local sqlite {self.path}"
