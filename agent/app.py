@@ -155,7 +155,7 @@ class GatewatchApp:
             setup(app)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
-        app["gatewatch"] = self
+        app[APP_KEY] = self
         return app
 
     def protected_prefixes(self) -> tuple[str, ...]:
@@ -258,6 +258,9 @@ class GatewatchApp:
         self.config = new_config
         for hook in self.reload_hooks:
             await hook(new_config)
+
+
+APP_KEY = web.AppKey("gatewatch", GatewatchApp)
 
 
 async def serve(config: Config, host: str | None = None, port: int | None = None,

@@ -39,7 +39,8 @@ def _escape(text: str) -> str:
 def record(figure: str, value: str, command: str, target: str = "") -> None:
     """Insert or replace the row for `figure` and print it."""
     date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d")
-    row = f"| {_escape(figure)} | {_escape(value)} | {_escape(target)} | `{_escape(command)}` | {_escape(machine())} | {date} |"
+    cells = [_escape(figure), _escape(value), _escape(target), f"`{_escape(command)}`", _escape(machine()), date]
+    row = "| " + " | ".join(cells) + " |"
     print(f"{figure}: {value}" + (f" (target {target})" if target else ""))
     text = README.read_text() if README.exists() else "# Benchmarks\n\n"
     if BEGIN not in text:
