@@ -1,0 +1,81 @@
+"""A CloudWatch dashboard body for the metrics the CloudWatch sink publishes.
+
+Widgets use SEARCH expressions over exact dimension sets (`{"LiteLLM",ModelGroup}`), so
+new model groups, deployments, accounts and regions show up without editing the
+dashboard. A widget is only included when its dimension set is published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agent.sinks.cloudwatch_agg import DEFAULT_DIMENSION_SETS
+
+# (title, [(metric, statistic)], dimension sets to draw it from, first published one wins)
+_WIDGETS: list[tuple[str, list[tuple[str, str]], list[tuple[str, ...]]]] = [
+    ("Requests by model group", [("Requests", "Sum")], [("ModelGroup",)]),
+    ("Errors by model group", [("Errors", "Sum")], [("ModelGroup",)]),
+    ("Rate limited (429 / throttling) by account and region", [("RateLimited", "Sum")],
+     [("ModelGroup", "AwsAccount", "AwsRegion"), ("AwsAccount", "AwsRegion")]),
+    ("Latency p95 (ms) by model group", [("Latency", "p95")], [("ModelGroup",)]),
+    ("Latency p99 (ms) by deployment", [("Latency", "p99")], [("ModelGroup", "Deployment"), ("Deployment",)]),
+    ("Time to first token p95 (ms) by model group", [("TTFT", "p95")], [("ModelGroup",)]),
+    ("Tokens by model group", [("InputTokens", "Sum"), ("OutputTokens", "Sum")], [("ModelGroup",)]),
+    ("Cost (USD) by model group", [("CostUSD", "Sum")], [("ModelGroup",)]),
+    ("Cost (USD) by account and region", [("CostUSD", "Sum")],
+     [("ModelGroup", "AwsAccount", "AwsRegion"), ("AwsAccount", "AwsRegion")]),
+    ("Errors by deployment", [("Errors", "Sum")], [("ModelGroup", "Deployment"), ("Deployment",)]),
+    ("Cooldowns by deployment", [("Cooldowns", "Sum")], [("ModelGroup", "Deployment"), ("Deployment",)]),
+    ("Retries by deployment", [("Retries", "Sum")], [("ModelGroup", "Deployment"), ("Deployment",)]),
+    ("Requests by provider", [("Requests", "Sum")], [("Provider",)]),
+    ("Latency p95 (ms) by account and region", [("Latency", "p95")],
+     [("ModelGroup", "AwsAccount", "AwsRegion"), ("AwsAccount", "AwsRegion")]),
+]
+WIDTH, HEIGHT = 12, 6
+
+
+def _search(namespace: str, dims: tuple[str, ...], metric: str, stat: str, period: int) -> str:
+    schema = ",".join([f'"{namespace}"', *dims])
+    return f"SEARCH('{{{schema}}} MetricName=\"{metric}\"', '{stat}', {period})"
+
+
+def _pick(preferred: list[tuple[str, ...]], published: list[tuple[str, ...]]) -> tuple[str, ...] | None:
+    for dims in preferred:
+        if dims in published:
+            return dims
+    return None
+
+
+def dashboard_body(namespace: str = "LiteLLM", region: str = "us-east-1",
+                   dimension_sets: Sequence[Sequence[str]] | None = None, period: int = 60) -> dict[str, Any]:
+    published = [tuple(s) for s in (dimension_sets if dimension_sets is not None else DEFAULT_DIMENSION_SETS)]
+    widgets: list[dict[str, Any]] = [{
+        "type": "text", "x": 0, "y": 0, "width": 24, "height": 2,
+        "properties": {"markdown": f"## LiteLLM through gatewatch (namespace `{namespace}`)\n"
+                                   "Per model group, deployment, AWS account and region. Latency and TTFT are of "
+                                   "successful attempts; Requests and Errors count LLM API attempts."},
+    }]
+    index = 0
+    for title, metrics, preferred in _WIDGETS:
+        dims = _pick(preferred, published)
+        if dims is None:
+            continue
+        lines = []
+        for n, (metric, stat) in enumerate(metrics, start=1):
+            line: dict[str, Any] = {"expression": _search(namespace, dims, metric, stat, period), "id": f"e{n}",
+                                    "period": period}
+            if len(metrics) > 1:
+                line["label"] = metric
+            lines.append([line])
+        widgets.append({
+            "type": "metric",
+            "x": (index % 2) * WIDTH,
+            "y": 2 + (index // 2) * HEIGHT,
+            "width": WIDTH,
+            "height": HEIGHT,
+            "properties": {"title": title, "view": "timeSeries", "stacked": False, "region": region,
+                           "period": period, "metrics": lines, "yAxis": {"left": {"min": 0}}},
+        })
+        index += 1
+    return {"start": "-PT6H", "periodOverride": "inherit", "widgets": widgets}
