@@ -164,6 +164,12 @@ async def test_token_is_required_when_configured(gatewatch_server):
                 assert "s3cret-token" not in await response.text()
         async with session.get(f"{url}/metrics") as response:  # scrapes stay open
             assert response.status == 200
+        alert = load_capture("alert_webhook_health_1.json")["body_json"]
+        for query, status in (("", 401), ("?token=wrong", 401), ("?token=s3cret-token", 200)):
+            async with session.post(f"{url}/v1/litellm/alerts{query}", json=alert) as response:
+                assert response.status == status  # LiteLLM's webhook cannot send headers
+        async with session.post(f"{url}/v1/litellm/events?token=s3cret-token", data=body) as response:
+            assert response.status == 401  # the callback can and must use the header
 
 
 async def test_oversized_body_is_413(gatewatch_server):

@@ -27,15 +27,28 @@ ALERTS_ROUTE = "/v1/litellm/alerts"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def bearer_auth_middleware(token: str | None, protected_prefixes: tuple[str, ...]) -> Callable:
-    """401 unless `Authorization: Bearer <token>` on protected routes; constant-time compare."""
+def bearer_auth_middleware(token: str | None, protected_prefixes: tuple[str, ...],
+                           query_token_routes: tuple[str, ...] = (ALERTS_ROUTE,)) -> Callable:
+    """401 unless `Authorization: Bearer <token>` on protected routes; constant-time compare.
+
+    LiteLLM's alerting webhook (WEBHOOK_URL) cannot send headers, so on `query_token_routes`
+    the token may instead come as `?token=...` in the URL.
+    """
     expected = f"Bearer {token}".encode() if token else None
+    expected_query = token.encode() if token else b""
+
+    def authorized(request: web.Request) -> bool:
+        given = request.headers.get("Authorization", "").encode()
+        if hmac.compare_digest(given, expected or b""):
+            return True
+        if request.path in query_token_routes and "token" in request.query:
+            return hmac.compare_digest(request.query["token"].encode(), expected_query)
+        return False
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if expected is not None and request.path.startswith(protected_prefixes):
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
+            if not authorized(request):
                 return web.json_response(
                     {"error": "unauthorized: missing or wrong bearer token"},
                     status=401,
