@@ -9,7 +9,7 @@ variable "config_bucket" {
 }
 
 variable "secret_arn" {
-  description = "Secrets Manager secret with keys master_key, gatewatch_token, generic_logger_headers."
+  description = "Secrets Manager secret with keys master_key, gatewatch_token, generic_logger_headers, webhook_url."
   type        = string
 }
 

@@ -87,6 +87,7 @@ locals {
       secrets = [
         { name = "GENERIC_LOGGER_HEADERS", valueFrom = "${var.secret_arn}:generic_logger_headers::" },
         { name = "LITELLM_MASTER_KEY", valueFrom = "${var.secret_arn}:master_key::" },
+        { name = "WEBHOOK_URL", valueFrom = "${var.secret_arn}:webhook_url::" },
       ]
       mountPoints = [
         { sourceVolume = "litellm-config", containerPath = "/etc/litellm", readOnly = true },

@@ -28,7 +28,7 @@ variable "rules_prefix" {
 }
 
 variable "secret_arn" {
-  description = "Secrets Manager secret (JSON) with keys master_key, gatewatch_token and generic_logger_headers (\"Authorization=Bearer <gatewatch_token>\")."
+  description = "Secrets Manager secret (JSON) with keys master_key, gatewatch_token and generic_logger_headers (\"Authorization=Bearer <gatewatch_token>\") and webhook_url (\"http://127.0.0.1:9464/v1/litellm/alerts?token=<gatewatch_token>\")."
   type        = string
 }
 
