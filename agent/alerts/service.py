@@ -1,0 +1,270 @@
+"""The notify feature: router -> claim -> outbox -> delivery, wired into the app when configured.
+
+`NotifyService` is the app's `alert_receiver` (the rule engine hands it alerts) and a
+component (start/stop). Its loop flushes due alert groups: each notification is claimed
+in the state backend (one sender across all tasks), written to the outbox, recorded in
+the notification log, then delivered by the per-target workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
+
+from agent.alerts.config import NotifyConfig
+from agent.alerts.delivery import Delivery
+from agent.alerts.metrics import NotifyMetrics
+from agent.alerts.model import Alert
+from agent.alerts.notification import AlertItem, Notification
+from agent.alerts.notify import Notifier, SendResult
+from agent.alerts.outbox import Outbox, OutboxFull
+from agent.alerts.router import NflogEntry, Planned, Router
+from agent.alerts.silences import SilenceStore
+from agent.state.base import StateBackend
+
+if TYPE_CHECKING:
+    from agent.app import GatewatchApp
+    from agent.config import Config
+
+log = logging.getLogger(__name__)
+
+NFLOG_PREFIX = "notify/nflog/"
+CLAIM_PREFIX = "notify/claim/"
+NFLOG_RETENTION = 5 * 86400.0
+SILENCE_REFRESH = 15.0  # re-read silences (other sidecars may have added some)
+PRUNE_EVERY = 3600.0
+
+
+def default_task_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class NotifyService:
+    name = "notify"
+
+    def __init__(self, config: NotifyConfig, state: StateBackend, registry: CollectorRegistry,
+                 state_dir: str | os.PathLike[str], clock: Callable[[], float] = time.time,
+                 poll: float = 1.0) -> None:
+        self.config = config
+        self.state = state
+        self.clock = clock
+        self.poll = poll
+        self.task_id = config.task_id or default_task_id()
+        self.metrics = NotifyMetrics(registry)
+        self.silences = SilenceStore(state, clock)
+        self.router = Router(config, silenced_by=self.silences.silenced_by, clock=clock)
+        self.notifier = Notifier(config)
+        self.outbox = Outbox(Path(state_dir) / "outbox.db", max_pending=config.outbox.max_pending, clock=clock,
+                             dead_retention=float(config.outbox.dead_letter_retention))
+        self.delivery = Delivery(self.outbox, self.notifier, config.outbox, self.metrics, clock, poll=poll)
+        self.metrics.depth = lambda: self.outbox.depth
+        self.metrics.oldest_age = lambda: self.outbox.oldest_age()
+        self.metrics.dead_now = lambda: self.outbox.dead_count
+        self.metrics.silences = lambda: self.silences.active_count()
+        self.metrics.groups = lambda: len(self.router.groups)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self._flush_lock = asyncio.Lock()
+
+    # -- AlertReceiver ------------------------------------------------------------------
+    def receive(self, alerts: Sequence[Alert]) -> None:
+        self.router.receive(alerts)
+
+    def _wake_soon(self) -> None:
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self.router.on_change = self._wake_soon
+        await self.outbox.start()
+        await self._load_state()
+        await self.delivery.start()
+        self._task = asyncio.create_task(self._run(), name="gatewatch-notify-router")
+        self._started = True
+        log.info("notify: %d receiver(s), %d target(s), outbox %d pending / %d dead", len(self.config.receivers),
+                 len(self.notifier.targets), self.outbox.depth, self.outbox.dead_count)
+
+    async def _load_state(self) -> None:
+        try:
+            await self.silences.load()
+            records = await self.state.list_json(NFLOG_PREFIX)
+        except Exception:
+            log.exception("notify: could not read silences / notification log from the state backend")
+            return
+        entries = {}
+        for key, record in records.items():
+            with contextlib.suppress(TypeError, ValueError, AttributeError):
+                entries[key[len(NFLOG_PREFIX):]] = NflogEntry.from_json(record)
+        self.router.load_nflog(entries)
+
+    async def stop(self) -> None:
+        """Queue what the groups still owe (so a resolve is not lost), let sends finish, close."""
+        if not self._started:
+            return
+        self._started = False
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            await self.flush(everything=True)
+        except Exception:
+            log.exception("notify: final flush failed")
+        await self.delivery.stop()
+        await self.notifier.close()
+        await self.outbox.stop()
+
+    async def reload(self, new_config: Config) -> None:
+        cfg: NotifyConfig | None = getattr(new_config, "notify", None)
+        if cfg is None or not cfg.enabled:
+            log.warning("notify: receivers removed in the new config; keeping the running ones until restart")
+            return
+        self.config = cfg
+        self.router.configure(cfg)
+        self.notifier.configure(cfg)
+        self.delivery.config = cfg.outbox
+        self.outbox.max_pending = cfg.outbox.max_pending
+        await self.delivery.sync_targets()
+        self._wake_soon()
+
+    def readiness(self) -> tuple[bool, str]:
+        ok = self._started
+        return ok, f"outbox {self.outbox.depth} pending, {self.outbox.dead_count} dead"
+
+    # -- the loop -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        assert self._wake is not None
+        last_refresh = last_prune = self.clock()
+        while True:
+            try:
+                await self.flush()
+                now = self.clock()
+                if now - last_refresh >= SILENCE_REFRESH:
+                    last_refresh = now
+                    await self.silences.load()
+                    self.silences.prune(now)
+                if now - last_prune >= PRUNE_EVERY:
+                    last_prune = now
+                    await self.outbox.prune()
+                    self.router.prune_nflog(now - NFLOG_RETENTION)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notify: flush loop failed; continuing")
+            due = self.router.next_due()
+            wait = self.poll if due is None else max(0.0, min(due - self.clock(), self.poll))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            self._wake.clear()
+
+    async def flush(self, everything: bool = False) -> int:
+        """Decide due groups and queue their notifications; returns how many were queued."""
+        async with self._flush_lock:
+            plans = self.router.flush_due(self.clock(), everything=everything)
+            queued = 0
+            for plan in plans:
+                queued += await self._dispatch(plan)
+            return queued
+
+    async def _dispatch(self, plan: Planned) -> int:
+        note = plan.notification
+        if note is None:
+            await self._commit(plan)
+            return 0
+        if not await self._claim(plan):
+            self.metrics.notifications.labels(plan.receiver, "deduplicated").inc()
+            await self._commit(plan)
+            return 0
+        targets = self.notifier.by_receiver.get(plan.receiver, [])
+        try:
+            await self.outbox.enqueue(note.to_dict(), [(t.id, t.receiver) for t in targets])
+        except OutboxFull as exc:
+            self.metrics.notifications.labels(plan.receiver, "dropped").inc()
+            log.error("notify: %s; notification for %s not queued (retried at the next group interval)", exc,
+                      plan.receiver)
+            return 0
+        await self._commit(plan)
+        for target in targets:
+            self.delivery.kick(target.id)
+        return 1
+
+    async def _claim(self, plan: Planned) -> bool:
+        try:
+            return await self.state.claim(CLAIM_PREFIX + plan.claim_key, owner=self.task_id, ttl=plan.claim_ttl)
+        except Exception:
+            log.warning("notify: de-dup claim failed (state backend); sending anyway", exc_info=True)
+            return True
+
+    async def _commit(self, plan: Planned) -> None:
+        entry = self.router.commit(plan)
+        try:
+            await self.state.put_json(NFLOG_PREFIX + plan.nflog_key, entry.to_json(), ttl=NFLOG_RETENTION)
+        except Exception:
+            log.warning("notify: could not persist the notification log", exc_info=True)
+
+    # -- test message ---------------------------------------------------------------------
+    async def send_test(self, receiver: str) -> list[tuple[str, SendResult]]:
+        return await send_test(self.notifier, receiver, self.clock())
+
+
+def sample_notification(receiver: str, now: float) -> Notification:
+    labels = {"alertname": "GatewatchTest", "severity": "info", "receiver": receiver}
+    return Notification(
+        id=f"test-{int(now)}", receiver=receiver, group_key="test", status="firing",
+        group_labels={"alertname": "GatewatchTest"}, common_labels=labels,
+        common_annotations={"summary": f"Test notification from gatewatch to receiver {receiver}"},
+        alerts=[AlertItem("firing", labels, {"summary": f"Test notification from gatewatch to receiver {receiver}"},
+                          starts_at=now, value=1.0, fingerprint="test")],
+        created_at=now)
+
+
+async def send_test(notifier: Notifier, receiver: str, now: float) -> list[tuple[str, SendResult]]:
+    """Send a test message to every target of a receiver, now (not through the outbox)."""
+    targets = notifier.by_receiver.get(receiver)
+    if targets is None:
+        raise KeyError(receiver)
+    note = sample_notification(receiver, now)
+    results = await asyncio.gather(*(t.send(note) for t in targets))
+    return [(t.masked, r) for t, r in zip(targets, results, strict=True)]
+
+
+def install(app: GatewatchApp) -> None:
+    """Replace the log receiver with the notify router when `notify.receivers` is configured."""
+    cfg: NotifyConfig | None = getattr(app.config, "notify", None)
+    if cfg is None or not cfg.enabled:
+        return
+    from agent.alerts.api import add_routes
+
+    service = NotifyService(cfg, app.state, app.registry, app.config.state_dir)
+    app.alert_receiver = service
+    app.add_component(service)
+    app.route_setups.append(lambda web_app: add_routes(web_app, service))
+    app.reload_hooks.append(service.reload)
+    app.readiness_checks["notify"] = service.readiness
+    app.notify = service  # type: ignore[attr-defined]
+    checks: list[Any] | None = getattr(app, "config_checks", None)
+    if checks is None:
+        checks = []
+        app.config_checks = checks  # type: ignore[attr-defined]
+    checks.append(lambda: describe_receivers(service))
+
+
+def describe_receivers(service: NotifyService) -> list[str]:
+    lines = [f"notify: {len(service.config.receivers)} receiver(s)"]
+    for name, targets in service.notifier.by_receiver.items():
+        lines.append(f"  {name}: " + ", ".join(f"{t.kind} {t.masked}" for t in targets))
+    return lines

@@ -1,0 +1,207 @@
+"""Message rendering shared by every channel: title, body, and the tokens the JSON templates use.
+
+The channel layouts live next to this file as apprise templates (`slack.json` Block Kit,
+`discord.json` embed, `workflows.json` Teams Adaptive Card): apprise fills `{{app_title}}`,
+`{{app_body}}` and the tokens below, JSON-escaped. The body is CommonMark; apprise turns
+it into Slack's mrkdwn itself. A group message lists its alerts (the most relevant
+first, capped), and a resolved alert says how long it fired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.alerts.notification import AlertItem, Notification
+
+TEMPLATE_DIR = Path(__file__).resolve().parent
+MAX_LISTED = 10  # alerts listed in a chat message; the rest are counted
+MISSING = "—"
+FIELD_LABELS = ("model_group", "deployment", "aws_account", "aws_region")
+
+# severity -> (hex colour, Adaptive Card container style, Adaptive Card text colour, apprise notify type)
+SEVERITY_LOOK = {
+    "critical": ("#D0021B", "attention", "Attention", "failure"),
+    "error": ("#D0021B", "attention", "Attention", "failure"),
+    "page": ("#D0021B", "attention", "Attention", "failure"),
+    "warning": ("#F5A623", "warning", "Warning", "warning"),
+    "info": ("#4A90E2", "accent", "Accent", "info"),
+}
+RESOLVED_LOOK = ("#2EB67D", "good", "Good", "success")
+DEFAULT_LOOK = SEVERITY_LOOK["warning"]
+
+
+def template_path(channel: str) -> str:
+    return str(TEMPLATE_DIR / f"{channel}.json")
+
+
+def severity(note: Notification) -> str:
+    values = {a.labels.get("severity", "") for a in note.firing} or {a.labels.get("severity", "") for a in note.alerts}
+    for level in ("critical", "page", "error", "warning", "info"):
+        if level in values:
+            return level
+    return next((v for v in values if v), "none")
+
+
+def look(note: Notification) -> tuple[str, str, str, str]:
+    if note.status == "resolved":
+        return RESOLVED_LOOK
+    return SEVERITY_LOOK.get(severity(note), DEFAULT_LOOK)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    total = round(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
+             f"{secs}s" if secs and not days and not hours else ""]
+    return " ".join(p for p in parts if p) or "0s"
+
+
+def fmt_value(value: float | None) -> str:
+    if value is None:
+        return MISSING
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    if abs(value) >= 1000 or abs(value) < 0.001:
+        return f"{value:.4g}"
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def fmt_time(ts: float | None) -> str:
+    if not ts:
+        return "?"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def title(note: Notification) -> str:
+    firing, resolved = len(note.firing), len(note.resolved)
+    if firing and resolved:
+        state = f"[FIRING:{firing}, RESOLVED:{resolved}]"
+    elif firing:
+        state = f"[FIRING:{firing}]"
+    else:
+        state = f"[RESOLVED:{resolved}]" if resolved > 1 else "[RESOLVED]"
+    names = sorted({a.name for a in note.alerts if a.name})
+    name = note.group_labels.get("alertname") or (names[0] if len(names) == 1 else f"{len(names)} alerts")
+    extras = [v for k, v in sorted(note.group_labels.items(), key=_label_order)
+              if k not in ("alertname", "severity") and v]
+    return " · ".join([f"{state} {name}", *extras])[:150]
+
+
+def summary(alert: AlertItem) -> str:
+    return alert.annotations.get("summary") or alert.annotations.get("description") or ""
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("https://", "http://")) and not any(c.isspace() for c in text.strip())
+
+
+def runbook(alert: AlertItem) -> str:
+    """The runbook link: `runbook_url`, or `runbook` when that is a URL (the default rules write steps)."""
+    for key in ("runbook_url", "runbook"):
+        value = alert.annotations.get(key, "").strip()
+        if value and _is_url(value):
+            return value
+    return ""
+
+
+def runbook_steps(annotations: dict[str, str]) -> str:
+    """A `runbook` annotation that is text (steps to follow), shown in the message body."""
+    value = annotations.get("runbook", "").strip()
+    return "" if not value or _is_url(value) else value
+
+
+def _label_order(item: tuple[str, str]) -> tuple[int, str]:
+    """Where it broke first (group, deployment, account, region), then the rest by name."""
+    key = item[0]
+    return (FIELD_LABELS.index(key), key) if key in FIELD_LABELS else (len(FIELD_LABELS), key)
+
+
+def _alert_lines(alert: AlertItem, note: Notification) -> list[str]:
+    icon = "🔥" if alert.status == "firing" else "✅"
+    head = f"{icon} **{alert.name or 'alert'}**"
+    if alert.status == "resolved":
+        head += f" resolved after {fmt_duration(alert.fired_for())}"
+    text = summary(alert)
+    if text and text != note.common_annotations.get("summary"):
+        head += f" — {text}"
+    details = [f"`{k}={v}`" for k, v in sorted(alert.labels.items(), key=_label_order)
+               if k not in ("alertname", "severity") and note.common_labels.get(k) != v]
+    if alert.value is not None:
+        details.append(f"value **{fmt_value(alert.value)}**")
+    if alert.status == "firing" and alert.starts_at:
+        details.append(f"since {fmt_time(alert.starts_at)}")
+    link = runbook(alert)
+    if link and len({runbook(a) for a in note.alerts}) > 1:
+        details.append(f"[runbook]({link})")
+    return [head, " · ".join(details)] if details else [head]
+
+
+def body(note: Notification, limit: int = MAX_LISTED) -> str:
+    """CommonMark listing of the group's alerts (firing first)."""
+    lines: list[str] = []
+    shared = note.common_annotations.get("summary")
+    if shared:
+        lines.append(shared)
+    description = note.common_annotations.get("description")
+    if description and description != shared and note.status == "firing":
+        lines.append(description)
+    for alert in note.alerts[:limit]:
+        lines.extend(_alert_lines(alert, note))
+    hidden = len(note.alerts) - limit + note.truncated
+    if hidden > 0:
+        lines.append(f"… and {hidden} more")
+    steps = runbook_steps(note.common_annotations)
+    if steps and note.status == "firing":
+        lines.append(f"**Runbook**\n{steps}")
+    if note.external_url:
+        lines.append(f"[Open in gatewatch]({note.external_url})")
+    return "\n".join(lines)
+
+
+def _field(note: Notification, label: str) -> str:
+    if label in note.common_labels:
+        return note.common_labels[label] or MISSING
+    values = {a.labels.get(label) for a in note.alerts if a.labels.get(label)}
+    if not values:
+        return MISSING
+    return f"{len(values)} different" if len(values) > 1 else values.pop()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    title: str
+    body: str
+    notify_type: str  # apprise NotifyType value
+    tokens: dict[str, str]
+
+
+def render(note: Notification) -> Rendered:
+    """Everything a channel template needs for this notification."""
+    color, card_style, card_text, notify_type = look(note)
+    books = {runbook(a) for a in note.alerts if runbook(a)}
+    link = books.pop() if len(books) == 1 else ""
+    value = fmt_value(note.alerts[0].value) if len(note.alerts) == 1 else ("see below" if note.alerts else MISSING)
+    tokens = {label: _field(note, label) for label in FIELD_LABELS}
+    tokens.update({
+        "severity": severity(note) if note.status == "firing" else f"resolved ({severity(note)})",
+        "value": value,
+        "status": note.status,
+        "notification_id": note.id,
+        "receiver": note.receiver,
+        "severity_color": color,
+        "severity_color_int": str(int(color.lstrip("#"), 16)),
+        "card_style": card_style,
+        "card_text_color": card_text,
+        "runbook_url": link,
+        "runbook_slack": f"<{link}|Runbook>" if link else "No runbook",
+        "runbook_markdown": f"[Runbook]({link})" if link else "No runbook",
+        "timestamp": datetime.fromtimestamp(note.created_at, UTC).isoformat(),
+        "summary": note.common_annotations.get("summary", ""),
+    })
+    return Rendered(title(note), body(note), notify_type, tokens)

@@ -1,0 +1,54 @@
+"""Alertmanager's webhook payload (version 4), so any Alertmanager webhook consumer works as is.
+
+Two additions a strict v4 consumer ignores: `notificationId` (stable across retries,
+for de-duplication; also sent as the `X-Gatewatch-Notification-Id` header) and each
+alert's rule `value`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.alerts.notification import Notification
+
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of a firing alert
+
+
+def rfc3339(ts: float | None) -> str:
+    if not ts:
+        return ZERO_TIME
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def webhook_payload(note: Notification, max_alerts: int = 0) -> dict[str, Any]:
+    alerts = note.alerts
+    truncated = note.truncated
+    if max_alerts and len(alerts) > max_alerts:
+        truncated += len(alerts) - max_alerts
+        alerts = alerts[:max_alerts]
+    return {
+        "version": "4",
+        "groupKey": note.group_key,
+        "truncatedAlerts": truncated,
+        "status": note.status,
+        "receiver": note.receiver,
+        "groupLabels": note.group_labels,
+        "commonLabels": note.common_labels,
+        "commonAnnotations": note.common_annotations,
+        "externalURL": note.external_url,
+        "alerts": [
+            {
+                "status": a.status,
+                "labels": a.labels,
+                "annotations": a.annotations,
+                "startsAt": rfc3339(a.starts_at),
+                "endsAt": rfc3339(a.ends_at) if a.status == "resolved" else ZERO_TIME,
+                "generatorURL": a.annotations.get("generator_url", note.external_url),
+                "fingerprint": a.fingerprint,
+                "value": a.value,
+            }
+            for a in alerts
+        ],
+        "notificationId": note.id,
+    }
