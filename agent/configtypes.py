@@ -119,6 +119,20 @@ def interpolate(value: Any, env: typing.Mapping[str, str] | None = None, path: s
     return _ENV_RE.sub(replace, value)
 
 
+def _contains_secret(tp: Any) -> bool:
+    if tp is Secret or dataclasses.is_dataclass(tp):
+        return True  # a section may hold secrets anywhere inside it
+    return any(_contains_secret(arg) for arg in get_args(tp))
+
+
+def _shown(value: Any, tp: Any) -> str:
+    """How a bad value appears in an error: never the value itself where a secret may be."""
+    if _contains_secret(tp) or isinstance(value, (dict, list)):
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -160,11 +174,11 @@ def convert(tp: Any, value: Any, path: str) -> Any:
             except ConfigError as exc:
                 errors.append(exc.reason)
         expected = " or ".join(_type_name(o) for o in options if o is not type(None))
-        raise ConfigError(path, f"expected {expected}, got {value!r}")
+        raise ConfigError(path, f"expected {expected}, got {_shown(value, tp)}")
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(path, f"expected {_type_name(tp)}, got {_shown(value, tp)}")
     if tp is Duration:
         return parse_duration(value, path)
     if tp is ByteSize:

@@ -71,3 +71,9 @@ def test_missing_file():
 def test_units():
     assert parse_duration("500ms") == 0.5 and parse_duration("5m") == 300 and parse_duration(7) == 7
     assert parse_size("32MB") == 32_000_000 and parse_size("1MiB") == 1024 * 1024
+
+
+def test_a_bad_secret_value_is_not_echoed():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"server": {"auth_token": ["hunter2-very-secret"]}}, env={})
+    assert "hunter2" not in str(info.value) and "server.auth_token" in str(info.value)

@@ -30,6 +30,7 @@ class LocalState:
         self.path = Path(state_dir) / filename
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatewatch-state")
         self._db: sqlite3.Connection | None = None
+        self._claims_since_sweep = 0
 
     # -- lifecycle ------------------------------------------------------------------
     def _open(self) -> None:
@@ -127,6 +128,12 @@ class LocalState:
         def op() -> bool:
             now = time.time()
             db = self._conn()
+            self._claims_since_sweep += 1
+            if self._claims_since_sweep >= 500:  # keep state.db from growing by a row per notification
+                self._claims_since_sweep = 0
+                db.execute("DELETE FROM claims WHERE expires < ?", (now,))
+                db.execute("DELETE FROM kv WHERE expires IS NOT NULL AND expires < ?", (now,))
+                db.execute("DELETE FROM counters WHERE expires IS NOT NULL AND expires < ?", (now,))
             db.execute("BEGIN IMMEDIATE")
             try:
                 row = db.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
