@@ -111,3 +111,13 @@ def test_bad_items_are_counted_and_skipped():
 def test_body_that_is_not_json_is_an_error(body):
     with pytest.raises(BodyError):
         decode_body(body)
+
+
+def test_older_litellm_shapes():
+    """Seen on LiteLLM 1.80/1.100: no litellm_call_id, empty error_code on router errors."""
+    item = dict(capture_items("generic_api_no_deployments.json")[-1])
+    item.pop("litellm_call_id")
+    item["error_information"] = {**item["error_information"], "error_code": "", "normalized_error": None}
+    (event,) = decode_body(json.dumps([item]).encode()).events
+    assert event.status_code == "429" and event.rate_limited
+    assert event.call_id == item["trace_id"]

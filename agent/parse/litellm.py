@@ -98,9 +98,15 @@ class Payload(msgspec.Struct):
 
 
 _payload_decoder = msgspec.json.Decoder(Payload, strict=False)
+# the whole JSON array in one typed pass: no intermediate Raw items, each byte scanned once
+_payload_list_decoder = msgspec.json.Decoder(list[Payload], strict=False)
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _response_decoder = msgspec.json.Decoder(_Response, strict=False)
 _any_decoder = msgspec.json.Decoder()
+
+
+_NULL = msgspec.Raw(b"null")
+_EMPTY = msgspec.Raw(b"{}")
 
 
 class BodyError(ValueError):
@@ -143,7 +149,26 @@ def split_items(body: bytes) -> list[msgspec.Raw | bytes]:
 
 
 def decode_body(body: bytes, capture_content: bool = False) -> DecodedBatch:
-    """Decode a generic_api POST body; never raises for a bad item, only for a bad body."""
+    """Decode a generic_api POST body; never raises for a bad item, only for a bad body.
+
+    The common case, a JSON array of good payloads, is decoded in one typed pass over the
+    body. Only when that fails (one bad item) is the array split into raw items and each
+    decoded on its own, so one bad item costs the batch a second pass, not its events.
+    """
+    if body[:1] == b"[":  # LiteLLM's own json_array format; anything else takes the general path
+        try:
+            payloads = _payload_list_decoder.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
+        else:
+            batch = DecodedBatch(items=len(payloads))
+            events = batch.events
+            for payload in payloads:
+                try:
+                    events.append(payload_to_event(payload, capture_content))
+                except (ValueError, TypeError):
+                    batch.reject("invalid_values")
+            return batch
     items = split_items(body)
     batch = DecodedBatch(items=len(items))
     for raw in items:
@@ -189,7 +214,21 @@ def _status_code(info: _ErrorInformation | None, failed: bool) -> str:
     prefix = normalized.split("_", 1)[0]
     if prefix.isdigit():
         return prefix
-    return "500"
+    # older LiteLLM (<= 1.100) leaves error_code empty on router errors: use the class
+    return _STATUS_BY_CLASS.get(info.error_class or "", "500")
+
+
+_STATUS_BY_CLASS = {
+    "RateLimitError": "429",
+    "RouterRateLimitError": "429",
+    "Timeout": "408",
+    "BadRequestError": "400",
+    "ContextWindowExceededError": "400",
+    "AuthenticationError": "401",
+    "PermissionDeniedError": "403",
+    "NotFoundError": "404",
+    "ServiceUnavailableError": "503",
+}
 
 
 def _is_rate_limited(status_code: str, info: _ErrorInformation | None, headers: dict[str, Any]) -> bool:
@@ -264,9 +303,9 @@ def payload_to_event(p: Payload, capture_content: bool = False) -> Event:
         latency=latency if latency >= 0 else None,
         total_latency=latency if latency >= 0 else None,
         ttft=ttft,
-        input_tokens=_int(p.prompt_tokens),
-        output_tokens=_int(p.completion_tokens),
-        total_tokens=_int(p.total_tokens),
+        input_tokens=p.prompt_tokens or 0,  # typed int: msgspec already checked it
+        output_tokens=p.completion_tokens or 0,
+        total_tokens=p.total_tokens or 0,
         cost_usd=p.response_cost or 0.0,
         key_hash=md.user_api_key_hash or "",
         key_alias=md.user_api_key_alias or "",
@@ -281,7 +320,7 @@ def payload_to_event(p: Payload, capture_content: bool = False) -> Event:
         user_agent=p.user_agent or md.user_agent or "",
         route=md.user_api_key_request_route or "",
         tags=tags,
-        call_id=p.litellm_call_id or "",
+        call_id=p.litellm_call_id or p.trace_id or "",  # LiteLLM < 1.100 has only trace_id
         trace_id=p.trace_id or "",
         response_id=(p.id or "") if not failed else "",
         traceparent=md.traceparent or "",
@@ -302,7 +341,7 @@ def payload_to_event(p: Payload, capture_content: bool = False) -> Event:
         event.remaining_tokens = _num(headers.get("x_ratelimit_remaining_tokens"))
         event.limit_requests = _num(headers.get("x_ratelimit_limit_requests"))
         event.limit_tokens = _num(headers.get("x_ratelimit_limit_tokens"))
-    if not failed and bytes(p.response) not in (b"null", b"{}"):
+    if not failed and p.response != _NULL and p.response != _EMPTY:  # Raw == Raw: no copy of the body
         _read_response(event, p.response)
     if capture_content:
         event.input_messages = _any_decoder.decode(p.messages)
