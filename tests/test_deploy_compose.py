@@ -4,6 +4,7 @@ env and mounted configs agree with gatewatch's config schema and with each other
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import subprocess
 import sys
@@ -96,7 +97,10 @@ def test_litellm_reports_to_gatewatch_and_shares_config_and_logs():
     config_target = next(t for t in proxy_mounts if f"--config {t}" in command)
     assert proxy_mounts[config_target][0] == gw_mounts[cfg.litellm.config][0]
     # logs: the proxy's log pipe writes where gatewatch tails
-    assert cfg.litellm.logs == [proxy["environment"]["LITELLM_LOG_FILE"]]
+    # the glob must take the live file and its rename-rotated predecessor (.1)
+    assert len(cfg.litellm.logs) == 1
+    assert fnmatch.fnmatch(proxy["environment"]["LITELLM_LOG_FILE"], cfg.litellm.logs[0])
+    assert fnmatch.fnmatch(proxy["environment"]["LITELLM_LOG_FILE"] + ".1", cfg.litellm.logs[0])
     log_dir = str(Path(cfg.litellm.logs[0]).parent)
     assert proxy_mounts[log_dir][0] == gw_mounts[log_dir][0] == "litellm-logs"
     assert gw_mounts[log_dir][1] and not proxy_mounts[log_dir][1]

@@ -4,6 +4,7 @@ glue between them and gatewatch's own config schema (ports, paths, env, secrets,
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -100,7 +101,10 @@ def check_glue(containers: list[dict], cfg: Config) -> None:
     assert gw_mounts[config_dir].get("readOnly") is True
 
     # the proxy's logs: written by its log pipe onto the shared volume gatewatch tails
-    assert cfg.litellm.logs == [proxy_env["LITELLM_LOG_FILE"]]
+    # the glob must take the live file and its rename-rotated predecessor (.1)
+    assert len(cfg.litellm.logs) == 1
+    assert fnmatch.fnmatch(proxy_env["LITELLM_LOG_FILE"], cfg.litellm.logs[0])
+    assert fnmatch.fnmatch(proxy_env["LITELLM_LOG_FILE"] + ".1", cfg.litellm.logs[0])
     log_dir = str(Path(proxy_env["LITELLM_LOG_FILE"]).parent)
     assert proxy_mounts[log_dir]["sourceVolume"] == gw_mounts[log_dir]["sourceVolume"] == "litellm-logs"
     assert gw_mounts[log_dir].get("readOnly") is True and not proxy_mounts[log_dir].get("readOnly", False)
