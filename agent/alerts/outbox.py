@@ -13,16 +13,16 @@ memory (mirrored from the table) so a scrape does no I/O.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agent.sqlitedb import SqliteWorker
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -79,7 +79,7 @@ class Outbox:
         self.max_pending = max_pending
         self.clock = clock
         self.dead_retention = dead_retention
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatewatch-outbox")
+        self._worker = SqliteWorker(self.path, "gatewatch-outbox")
         self._db: sqlite3.Connection | None = None
         self._pending: dict[tuple[str, str], float] = {}  # (id, target) -> created
         self._by_target: Counter[str] = Counter()
@@ -87,17 +87,10 @@ class Outbox:
 
     # -- lifecycle ------------------------------------------------------------------
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        return await self._worker.run(fn, *args)
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a process crash (SIGKILL); only an OS crash can lose the last commits
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(SCHEMA)
+        db = self._worker.open(SCHEMA)  # WAL + synchronous=NORMAL: a SIGKILL loses no commit
         self._db = db
         self._pending, self._by_target = {}, Counter()
         for i, t, c in db.execute("SELECT id, target, created FROM outbox"):
@@ -112,7 +105,7 @@ class Outbox:
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
-        self._executor.shutdown(wait=True)
+        self._worker.shutdown()
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:

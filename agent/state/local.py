@@ -1,19 +1,18 @@
 """Embedded state: SQLite (WAL) in `state_dir`, one process, no server needed.
 
-SQLite calls run on one dedicated thread so the event loop never waits on fsync; a single
-thread also serializes access, which SQLite connections want anyway.
+SQLite calls run on one dedicated thread (agent.sqlitedb.SqliteWorker).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from agent.sqlitedb import SqliteWorker
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL);
@@ -28,22 +27,16 @@ class LocalState:
 
     def __init__(self, state_dir: str | os.PathLike[str], filename: str = "state.db") -> None:
         self.path = Path(state_dir) / filename
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatewatch-state")
+        self._worker = SqliteWorker(self.path, "gatewatch-state")
         self._db: sqlite3.Connection | None = None
         self._claims_since_sweep = 0
 
     # -- lifecycle ------------------------------------------------------------------
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
-        self._db = db
+        self._db = self._worker.open(SCHEMA)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        return await self._worker.run(fn, *args)
 
     async def start(self) -> None:
         if self._db is None:
@@ -53,7 +46,7 @@ class LocalState:
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
-        self._executor.shutdown(wait=True)
+        self._worker.shutdown()
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
