@@ -20,7 +20,7 @@ test-deps:
 	bash scripts/install-test-deps.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check agent tests bench
+	$(VENV)/bin/ruff check agent tests bench dashboards
 
 test: $(STAMP) test-deps lint
 	$(VENV)/bin/pytest -q tests

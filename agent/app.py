@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -28,13 +28,14 @@ from agent.alerts.logreceiver import LogReceiver
 from agent.alerts.model import AlertReceiver
 from agent.config import Config, ConfigError, read_text
 from agent.enrich import Catalog, Enricher, Fallback, catalog_from_config_text, ecs_task_metadata, parse_task_arn
+from agent.exposition import generate_latest  # prometheus_client's format, faster at 20k series
 from agent.logsetup import register_config_secrets
 from agent.pipeline import Pipeline, RequestTracker, Sink
 from agent.selfmetrics import SelfMetrics
 from agent.sinks.prometheus import PrometheusSink
 from agent.sources.callbacks import ALERTS_ROUTE, EVENTS_ROUTE, IngestRoutes, bearer_auth_middleware
 from agent.state.base import StateBackend
-from agent.state.local import LocalState
+from agent.state.factory import create_state
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,12 @@ class GatewatchApp:
                 catalog=self.catalog,
             )
             self.pipeline.add_sink(self.prometheus)
-        self.state: StateBackend = LocalState(config.state_dir)
+        self.state: StateBackend = create_state(config, self.registry)  # Redis when state.url is set
         self.alert_receiver: AlertReceiver = LogReceiver()  # replaced by the notify router when configured
         self.components: list[Component] = []
         self.reload_hooks: list[ReloadHook] = []
+        # set by the refresh feature: re-reads config, rules and catalog on SIGHUP and reports the outcome
+        self.reload_handler: Callable[[], Awaitable[None]] | None = None
         self.readiness_checks: dict[str, Callable[[], tuple[bool, str]]] = {}
         self.route_setups: list[Callable[[web.Application], None]] = []
         self.accepting = False
@@ -90,6 +93,9 @@ class GatewatchApp:
         self.started_at = time.time()
         self._ticker: asyncio.Task[None] | None = None
         self._stopped = False
+        self.inflight = 0  # HTTP requests being handled, so a graceful stop can let them finish
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._build_features()
 
     # -- wiring ---------------------------------------------------------------------
@@ -144,7 +150,8 @@ class GatewatchApp:
     def web_app(self) -> web.Application:
         app = web.Application(
             client_max_size=self.config.server.max_body_bytes,
-            middlewares=[bearer_auth_middleware(self.config.server.auth_token, self.protected_prefixes())],
+            middlewares=[self._count_inflight,
+                         bearer_auth_middleware(self.config.server.auth_token, self.protected_prefixes())],
         )
         IngestRoutes(self.pipeline, self.metrics, lambda: self.accepting, self.capture_content).add_to(app)
         app.router.add_get("/metrics", self.handle_metrics)
@@ -154,9 +161,33 @@ class GatewatchApp:
         for setup in self.route_setups:
             setup(app)
         app.on_startup.append(self._on_startup)
-        app.on_shutdown.append(self._on_shutdown)
+        # on_cleanup, not on_shutdown: aiohttp runs on_shutdown *before* it waits for in-flight
+        # requests, so an ingest POST still reading its body would publish into stopped sinks.
+        app.on_cleanup.append(self._on_shutdown)
         app[APP_KEY] = self
         return app
+
+    @web.middleware
+    async def _count_inflight(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.inflight += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self._idle.set()
+
+    async def drain(self, within: float) -> bool:
+        """Wait for requests in progress (an ingest POST still receiving its body) to finish.
+
+        aiohttp's own shutdown stops reading request bodies, so a batch half received at
+        SIGTERM would be lost unanswered; serve() drains before handing over to it.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+        return self.inflight == 0
 
     def protected_prefixes(self) -> tuple[str, ...]:
         # ingest and the mutating APIs; /metrics, /healthz, /readyz stay open for probes
@@ -282,6 +313,9 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     loop = asyncio.get_running_loop()
 
     async def do_reload() -> None:
+        if gw.reload_handler is not None:
+            await gw.reload_handler()
+            return
         if reload_config is None:
             return
         try:
@@ -299,7 +333,10 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     gw.reload_requested = do_reload  # type: ignore[attr-defined]
     await stop.wait()
     log.info("shutting down (grace %.0fs)", config.server.shutdown_grace)
-    gw.accepting = False
+    gw.accepting = False  # new requests on open keep-alive connections get 503
+    await site.stop()  # no new connections
+    if not await gw.drain(min(5.0, config.server.shutdown_grace / 3)):
+        log.warning("%d request(s) still in progress after the drain; they are cut off", gw.inflight)
     try:
         await asyncio.wait_for(runner.cleanup(), timeout=config.server.shutdown_grace)
     except TimeoutError:

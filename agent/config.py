@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 import yaml
 
+from agent.alerts.config import NotifyConfig
 from agent.configtypes import ByteSize, ConfigError, Duration, Secret, build, interpolate
+from agent.otel.config import OtelConfig
+from agent.refresh import RefreshConfig
+from agent.rules.settings import RuleEngineConfig
+from agent.sinks.cloudwatch import CloudWatchConfig
+from agent.sources.tail.settings import TailConfig
+from agent.state.config import StateConfig
 
 OPTIONAL_LABELS = ("hashed_api_key", "user", "end_user", "user_email", "client_ip", "user_agent")
 
@@ -45,6 +52,8 @@ class LiteLLMConfig:
     deployment_health_interval: Duration | None = None  # /health (calls every deployment): off by default
     model_info_interval: Duration = Duration(300)  # /model/info catalog refresh
     request_timeout: Duration = Duration(10)
+    deployment_health_timeout: Duration = Duration(120)  # /health waits for every deployment's check
+    tail: TailConfig = field(default_factory=TailConfig)  # how litellm.logs are followed
 
 
 @dataclass
@@ -86,7 +95,7 @@ class PipelineConfig:
 @dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
-    state_dir: str = ".gatewatch"
+    state_dir: str = field(default_factory=lambda: os.environ.get("GATEWATCH_STATE_DIR") or ".gatewatch")
     litellm: LiteLLMConfig = field(default_factory=LiteLLMConfig)
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
@@ -94,6 +103,12 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     rules: list[str] | None = None  # files, folders or s3:// prefixes; None = the default pack
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    otel: OtelConfig = field(default_factory=OtelConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
+    cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    rule_engine: RuleEngineConfig = field(default_factory=RuleEngineConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
     source_file: str | None = None  # where this config came from (not a config key)
 

@@ -19,4 +19,19 @@ def install(app: GatewatchApp) -> None:
 
 
 def _installers() -> list:
-    return []
+    from agent import refresh
+    from agent.alerts import service as notify_service
+    from agent.rules import engine as rule_engine
+    from agent.sinks import cloudwatch, otel
+    from agent.sources import watch
+    from agent.state import feature as shared_state
+
+    return [
+        refresh.install,
+        cloudwatch.install,
+        otel.install,
+        notify_service.install,
+        rule_engine.install,
+        watch.install,
+        shared_state.install,  # after rule_engine: hands it the shared windows
+    ]

@@ -75,3 +75,26 @@ def list_s3_keys(url: str, suffixes: tuple[str, ...] = (".yml", ".yaml")) -> lis
     except (ClientError, BotoCoreError) as exc:
         raise ConfigError("", f"cannot list S3 prefix: {exc}", url) from None
     return sorted(keys)
+
+
+def list_s3_objects(url: str, suffixes: tuple[str, ...] = (".yml", ".yaml")) -> list[tuple[str, str]]:
+    """(s3:// URL, ETag) of every object under a prefix, or of the one key `url` names.
+
+    One LIST call answers "did anything under this prefix change?" without a GET per file,
+    which is how the refresher watches rule folders cheaply.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = split_s3_url(url)
+    exact = prefix.endswith(suffixes)
+    found: list[tuple[str, str]] = []
+    try:
+        paginator = _client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if (key == prefix) if exact else key.endswith(suffixes):
+                    found.append((f"s3://{bucket}/{key}", str(item.get("ETag", "")).strip('"')))
+    except (ClientError, BotoCoreError) as exc:
+        raise ConfigError("", f"cannot list S3 prefix: {exc}", url) from None
+    return sorted(found)

@@ -6,6 +6,7 @@ need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)  # validates deploy/compose (no engine needed)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -407,6 +407,8 @@ async def test_app_tails_the_proxy_log_into_metrics(tmp_path, gatewatch_server):
     assert total(text, "gatewatch_tail_lines_read_total") == len(capture)
     for model_id in ("gpt-lab-acct111-use1", "gpt-lab-acct222-euw1", "gpt-lab-acct333-usw2"):
         assert total(text, "litellm_deployment_cooled_down_total", model_id=model_id, exception_status="429") == 1
-    assert total(text, "gatewatch_no_deployments_available_total", model_group="gpt-lab") >= 1
+    # a refusal is counted from its callback, never from the log line alone (no double count)
+    assert total(text, "gatewatch_no_deployments_available_total") == 0
+    assert total(text, "gatewatch_deployment_retries_total", source="log", model_group="gpt-lab") >= 1
     assert total(text, "gatewatch_events_received_total", source="log") > 0
     assert ready["checks"]["logtail"]["ok"] is True

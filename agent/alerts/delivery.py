@@ -16,7 +16,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from agent.alerts.config import OutboxConfig
 from agent.alerts.metrics import NotifyMetrics
@@ -48,6 +48,9 @@ class Delivery:
         self._stopping = False
         self._inflight: set[str] = set()
         self._blocked_until: dict[str, float] = {}  # target -> time, from Retry-After
+        # told when a row leaves the outbox (delivered: True, dead letter: False): the service then
+        # marks its cross-task claim done, so no other sidecar takes the notification over
+        self.on_done: Callable[[Row, bool], Awaitable[None]] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -157,6 +160,7 @@ class Delivery:
             self.metrics.notifications.labels(row.receiver, "sent").inc()
             log.info("notification %s sent to %s (%s) after %d attempt(s)", row.id, row.receiver, target.masked,
                      row.attempts + 1)
+            await self._done(row, True)
             return
         if result.permanent:
             row.attempts += 1
@@ -195,3 +199,12 @@ class Delivery:
         self.metrics.notifications.labels(row.receiver, "dead").inc()
         self.metrics.dead_letters_total += 1
         log.error("notification %s to receiver %s moved to the dead letters: %s", row.id, row.receiver, reason)
+        await self._done(row, False)
+
+    async def _done(self, row: Row, delivered: bool) -> None:
+        if self.on_done is None:
+            return
+        try:
+            await self.on_done(row, delivered)
+        except Exception:  # bookkeeping must never stop a delivery worker
+            log.warning("notification %s: done hook failed", row.id, exc_info=True)

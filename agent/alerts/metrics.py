@@ -1,6 +1,7 @@
 """Self-metrics of alert delivery (names are fixed: the dashboards use them).
 
 gatewatch_notifications_total{receiver,outcome}  sent | retry | rate_limited | dead | deduplicated | dropped
+                                                 | taken_over (another sidecar's claim expired undelivered)
 gatewatch_outbox_depth, gatewatch_outbox_oldest_age_seconds
 gatewatch_dead_letters (rows now), gatewatch_dead_letters_total (rows moved there since start)
 
@@ -54,7 +55,8 @@ class NotifyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.notifications = Counter(
             "gatewatch_notifications", "Notification deliveries by receiver and outcome "
-            "(sent, retry, rate_limited, dead, deduplicated, dropped).", ["receiver", "outcome"], registry=registry)
+            "(sent, retry, rate_limited, dead, deduplicated, dropped, taken_over).", ["receiver", "outcome"],
+            registry=registry)
         self.send_seconds = Histogram(
             "gatewatch_notification_send_seconds", "Time of one delivery attempt.", ["receiver"],
             buckets=SEND_BUCKETS, registry=registry)

@@ -9,6 +9,7 @@ opt-in; every metric has a series limit past which new label sets fold into one
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -58,6 +59,7 @@ def label_values(event: Event) -> dict[str, str]:
         "status_code": event.status_code,
         "exception_status": event.status_code,
         "exception_class": _exception_class(event),
+        "normalized_error": _n(event.normalized_error),
         "aws_account": event.aws_account,
         "aws_region": event.aws_region,
         "hashed_api_key": _n(event.key_hash),
@@ -80,20 +82,28 @@ class LimitedFamily:
         self._overflow_counter = self_metrics.series_overflow.labels(metric._name)
 
     def child(self, values: dict[str, str]) -> Any:
+        return self.lookup(values)[0]
+
+    def lookup(self, values: dict[str, str]) -> tuple[Any, bool]:
+        """(child, cacheable): an overflow child is not cacheable by label set, because every
+        event of a new label set past the limit must count on the overflow counter."""
         key = tuple([values[name] for name in self.labelnames])
         child = self._children.get(key)
-        if child is None:
-            if len(self._children) >= self.limit:
-                self._overflow_counter.inc()
-                key = (OVERFLOW,) * len(self.labelnames)
-                child = self._children.get(key)
-                if child is not None:
-                    return child
-            child = self.metric.labels(*key)
-            self._children[key] = child
-        return child
+        if child is not None:
+            return child, True
+        if len(self._children) >= self.limit:
+            self._overflow_counter.inc()
+            key = (OVERFLOW,) * len(self.labelnames)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self.metric.labels(*key)
+            return child, False
+        child = self._children[key] = self.metric.labels(*key)
+        return child, True
 
     def remove_all(self) -> None:
+        """Drop every series. Callers go through `PrometheusSink.clear()`, which also empties
+        the sink's per-label-set caches of children."""
         self.metric.clear()
         self._children.clear()
 
@@ -119,6 +129,22 @@ STATE_LABELS = ("litellm_model_name", "model_id", "api_base", "api_provider", "m
                 "aws_region")
 FALLBACK_LABELS = ("requested_model", "fallback_model", "api_key_alias", "team", "team_alias", "exception_status",
                    "exception_class")
+
+# Hot path: the Event fields that decide every label value of the per-attempt families
+# (see label_values) and of the per-request ones. One tuple of them (built in C by
+# attrgetter) keys a small list of the children an event of that label set touches, so a
+# repeat event costs one dict lookup instead of a label dict plus a tuple per family.
+_OPTIONAL_FIELDS = {"hashed_api_key": "key_hash", "user": "user", "end_user": "end_user",
+                    "user_email": "user_email", "client_ip": "client_ip", "user_agent": "user_agent"}
+_REQUEST_KEY_FIELDS = ("model", "model_group", "requested_model", "deployment", "api_base", "api_provider",
+                       "key_alias", "team", "team_alias", "org_id", "org_alias", "aws_account", "aws_region",
+                       "status_code", "error_class", "normalized_error")
+_OUTCOME_KEY_FIELDS = ("requested_model", "deployment", "api_provider", "key_alias", "team", "team_alias", "org_id",
+                       "org_alias", "route", "aws_account", "aws_region", "status_code", "error_class")
+# slots of a request bundle (indexes into PrometheusSink._request_families)
+(_DEP_TOTAL, _DEP_SUCCESS, _DEP_FAILURE, _STATE, _API_LATENCY, _PER_TOKEN, _TOTAL_LATENCY, _TTFT, _OVERHEAD, _SPEND,
+ _TOTAL_TOKENS, _INPUT_TOKENS, _OUTPUT_TOKENS, _REMAINING_REQUESTS, _REMAINING_TOKENS, _RATE_LIMITED) = range(16)
+_PROXY_TOTAL, _PROXY_FAILED = range(2)
 
 
 class PrometheusSink:
@@ -205,7 +231,8 @@ class PrometheusSink:
                               "Retries the router made (x-litellm-attempted-retries and proxy logs).",
                               ("model_group", "model_id", "aws_account", "aws_region", "source"))
         self.no_deployments = family(Counter, "gatewatch_no_deployments_available",
-                                     "Requests refused because every deployment of the group was in cooldown.",
+                                     "Requests refused because every deployment of the group was in cooldown "
+                                     "(counted once, from the callback).",
                                      ("model_group",))
         self.rate_limited = family(Counter, "gatewatch_rate_limited_requests",
                                    "Attempts throttled by the provider or router (429, ThrottlingException).",
@@ -222,6 +249,39 @@ class PrometheusSink:
                                     ("model", "api_provider", "status"))
         if catalog is not None:
             registry.register(CatalogLimitsCollector(catalog))
+        self._request_families = (self.dep_total, self.dep_success, self.dep_failure, self.state, self.api_latency,
+                                  self.latency_per_token, self.total_latency, self.ttft, self.overhead, self.spend,
+                                  self.total_tokens, self.input_tokens, self.output_tokens, self.remaining_requests,
+                                  self.remaining_tokens, self.rate_limited)
+        self._outcome_families = (self.proxy_total, self.proxy_failed)
+        extra = tuple(_OPTIONAL_FIELDS[label] for label in sorted(optional) if label in _OPTIONAL_FIELDS)
+        self._request_key = operator.attrgetter(*_REQUEST_KEY_FIELDS, *extra)
+        self._outcome_key = operator.attrgetter(*_OUTCOME_KEY_FIELDS, *extra)
+        self._request_bundles: dict[tuple[str, ...], list[Any]] = {}
+        self._outcome_bundles: dict[tuple[str, ...], list[Any]] = {}
+        # a cache, not the source of truth (that is each family's capped children): bounded by
+        # emptying it when full, so a flood of new label sets cannot grow it
+        self._bundle_limit = max(1024, series_limit)
+
+    def clear(self) -> None:
+        """Drop every series and the cached children."""
+        for fam in self._families:
+            fam.remove_all()
+        self._request_bundles.clear()
+        self._outcome_bundles.clear()
+
+    def _bundle(self, cache: dict[tuple[str, ...], list[Any]], key: tuple[str, ...], size: int) -> list[Any]:
+        if len(cache) >= self._bundle_limit:
+            cache.clear()
+        slots = cache[key] = [None] * size
+        return slots
+
+    def _fill(self, slots: list[Any], slot: int, event: Event, families: tuple[LimitedFamily, ...]) -> Any:
+        """First use of a family by a label set: the slow path (label dict, limit check)."""
+        child, cacheable = families[slot].lookup(label_values(event))
+        if cacheable:
+            slots[slot] = child
+        return child
 
     @property
     def series(self) -> int:
@@ -243,33 +303,41 @@ class PrometheusSink:
                 {"model": _n(event.model), "api_provider": event.api_provider, "status": event.status}
             ).inc()
             return
-        values = label_values(event)
+        key = self._request_key(event)
+        slots = self._request_bundles.get(key)
+        if slots is None:
+            slots = self._bundle(self._request_bundles, key, 16)
+        fams = self._request_families
+        fill = self._fill
         has_deployment = bool(event.deployment or event.api_base)
         if has_deployment:
-            self.dep_total.child(values).inc()
+            (slots[_DEP_TOTAL] or fill(slots, _DEP_TOTAL, event, fams)).inc()
         if event.status == "success":
             if has_deployment:
-                self.dep_success.child(values).inc()
-                self.state.child(values).set(0)
-            if event.latency is not None:
-                self.api_latency.child(values).observe(event.latency)
+                (slots[_DEP_SUCCESS] or fill(slots, _DEP_SUCCESS, event, fams)).inc()
+                (slots[_STATE] or fill(slots, _STATE, event, fams)).set(0)
+            latency = event.latency
+            if latency is not None:
+                (slots[_API_LATENCY] or fill(slots, _API_LATENCY, event, fams)).observe(latency)
                 if event.output_tokens > 0 and has_deployment:
-                    self.latency_per_token.child(values).observe(event.latency / event.output_tokens)
+                    (slots[_PER_TOKEN] or fill(slots, _PER_TOKEN, event, fams)).observe(latency / event.output_tokens)
             if event.total_latency is not None:
-                self.total_latency.child(values).observe(event.total_latency)
+                (slots[_TOTAL_LATENCY] or fill(slots, _TOTAL_LATENCY, event, fams)).observe(event.total_latency)
             if event.ttft is not None:
-                self.ttft.child(values).observe(event.ttft)
+                (slots[_TTFT] or fill(slots, _TTFT, event, fams)).observe(event.ttft)
             if event.overhead is not None:
-                self.overhead.child(values).observe(event.overhead)
-            self.spend.child(values).inc(event.cost_usd)
-            self.total_tokens.child(values).inc(event.total_tokens)
-            self.input_tokens.child(values).inc(event.input_tokens)
-            self.output_tokens.child(values).inc(event.output_tokens)
+                (slots[_OVERHEAD] or fill(slots, _OVERHEAD, event, fams)).observe(event.overhead)
+            (slots[_SPEND] or fill(slots, _SPEND, event, fams)).inc(event.cost_usd)
+            (slots[_TOTAL_TOKENS] or fill(slots, _TOTAL_TOKENS, event, fams)).inc(event.total_tokens)
+            (slots[_INPUT_TOKENS] or fill(slots, _INPUT_TOKENS, event, fams)).inc(event.input_tokens)
+            (slots[_OUTPUT_TOKENS] or fill(slots, _OUTPUT_TOKENS, event, fams)).inc(event.output_tokens)
             if event.retries:
+                values = label_values(event)
                 values["source"] = "callback"
                 self.retries.child(values).inc(event.retries)
             if event.fallbacks:
                 attrs = event.attrs
+                values = label_values(event)
                 values["fallback_model"] = event.model_group
                 values["exception_status"] = attrs.get("fallback_from_status", NONE)
                 values["exception_class"] = _exception_class(
@@ -279,21 +347,26 @@ class PrometheusSink:
                 self.fallback_ok.child(values).inc()
         else:
             if has_deployment:
-                self.dep_failure.child(values).inc()
-                self.state.child(values).set(1)
+                (slots[_DEP_FAILURE] or fill(slots, _DEP_FAILURE, event, fams)).inc()
+                (slots[_STATE] or fill(slots, _STATE, event, fams)).set(1)
             if event.rate_limited:
-                values["normalized_error"] = event.normalized_error or NONE
-                self.rate_limited.child(values).inc()
+                (slots[_RATE_LIMITED] or fill(slots, _RATE_LIMITED, event, fams)).inc()
+            if event.is_no_deployments:  # rare: no cached child needed
+                self.no_deployments.child({"model_group": event.model_group}).inc()
         if has_deployment and event.remaining_requests is not None:
-            self.remaining_requests.child(values).set(event.remaining_requests)
+            (slots[_REMAINING_REQUESTS] or fill(slots, _REMAINING_REQUESTS, event, fams)).set(event.remaining_requests)
         if has_deployment and event.remaining_tokens is not None:
-            self.remaining_tokens.child(values).set(event.remaining_tokens)
+            (slots[_REMAINING_TOKENS] or fill(slots, _REMAINING_TOKENS, event, fams)).set(event.remaining_tokens)
 
     def _outcome(self, event: Event) -> None:
-        values = label_values(event)
-        self.proxy_total.child(values).inc()
+        key = self._outcome_key(event)
+        slots = self._outcome_bundles.get(key)
+        if slots is None:
+            slots = self._bundle(self._outcome_bundles, key, 2)
+        fams = self._outcome_families
+        (slots[_PROXY_TOTAL] or self._fill(slots, _PROXY_TOTAL, event, fams)).inc()
         if event.status != "success":
-            self.proxy_failed.child(values).inc()
+            (slots[_PROXY_FAILED] or self._fill(slots, _PROXY_FAILED, event, fams)).inc()
 
     def _other(self, event: Event) -> None:
         kind = event.kind
@@ -307,8 +380,6 @@ class PrometheusSink:
             values = label_values(event)
             values["source"] = event.source
             self.retries.child(values).inc(event.value or 1)
-        elif kind == Kind.NO_DEPLOYMENTS:
-            self.no_deployments.child({"model_group": event.model_group}).inc()
         elif kind == Kind.FALLBACK and event.status != "success":
             values = label_values(event)
             values["fallback_model"] = str(event.attrs.get("fallback_model") or NONE)

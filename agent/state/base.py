@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 
+class StateUnavailable(RuntimeError):
+    """A shared backend cannot be reached now: callers fall back (local view, send anyway) and go on."""
+
+
 class StateBackend(Protocol):
     name: str  # "local" | "redis"
 

@@ -284,10 +284,11 @@ def test_cooldowns_counted_from_the_logs(e2e_run: Run) -> None:
           gatewatch=e2e_run.gatewatch.total("litellm_deployment_cooled_down_total", by))
 
 
-def test_no_deployments_counted_from_the_logs(e2e_run: Run) -> None:
-    """Refusals that reached the client. (A refusal a fallback rescued is a successful request:
-    LiteLLM counts it in litellm_deployment_successful_fallbacks{exception_class="RouterRateLimitError"},
-    gatewatch_no_deployments_available does not.)"""
+def test_no_deployments_refusals_counted_once(e2e_run: Run) -> None:
+    """Refusals that reached the client, counted once although both the callback and the
+    proxy log report each of them. (A refusal that a fallback rescued is not in any callback:
+    LiteLLM reports only the first failed attempt of a request, and it counts such a request
+    in litellm_deployment_successful_fallbacks{exception_class="RouterRateLimitError"}.)"""
     _require_log_tail()
     by = ("model_group",)
     client = Counter((c.model,) for c in e2e_run.calls if NO_DEPLOYMENTS in c.error_message)
