@@ -100,6 +100,7 @@ class RedisState:
         self._apply_sha = hashlib.sha1(APPLY_SCRIPT.encode()).hexdigest()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._up = False
         self._last_ok = 0.0  # monotonic time of the last round trip that worked
         self._down_since = clock()
@@ -148,6 +149,7 @@ class RedisState:
     async def start(self) -> None:
         if self._client is not None:
             return
+        self._stopping = False
         self._client = self._make_client()
         self._scripts = {"claim": self._client.register_script(CLAIM_SCRIPT),
                          "release": self._client.register_script(RELEASE_SCRIPT)}
@@ -161,10 +163,16 @@ class RedisState:
         self._task = asyncio.create_task(self._run(), name="gatewatch-state-flush")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # A cancel can be swallowed when it lands as an asyncio.timeout() expires (the
+            # CancelledError becomes a TimeoutError that a probe treats as "Redis down"), so
+            # keep cancelling until the task is done; the loop also checks _stopping.
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=0.5)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                self._task.result()
             self._task = None
         if self._client is None:
             return
@@ -195,7 +203,7 @@ class RedisState:
 
     async def _run(self) -> None:
         interval = float(self.config.flush_interval)
-        while True:
+        while not self._stopping:
             await asyncio.sleep(interval)
             try:
                 self._drain(self.clock())
