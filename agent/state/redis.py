@@ -185,7 +185,8 @@ class RedisState:
                     await self.flush()
         self._spill()
         with contextlib.suppress(Exception):
-            await self._client.aclose()
+            async with asyncio.timeout(2.0):  # never let a stuck connection hold up shutdown
+                await self._client.aclose()
         self._client = None
 
     # -- background flusher ---------------------------------------------------------------
