@@ -68,6 +68,8 @@ class GatewatchApp:
         self.enricher = Enricher(self.catalog, self.metrics.count_unattributed)
         self.tracker = RequestTracker(config.pipeline.request_merge_window, config.pipeline.max_pending_requests)
         self.pipeline = Pipeline(self.enricher, self.tracker)
+        # read at scrape time: a scrape right after an ingest already sees the held failures
+        self.metrics.pending_requests.set_function(lambda: len(self.tracker))
         self.pipeline.on_sink_error = lambda name: self.metrics.sink_errors.labels(name).inc()
         self.prometheus: PrometheusSink | None = None
         if config.prometheus.enabled:
@@ -249,7 +251,6 @@ class GatewatchApp:
             await asyncio.sleep(1.0)
             try:
                 self.pipeline.tick()
-                self.metrics.pending_requests.set(len(self.tracker))
                 self.metrics.recovered_requests._value.set(self.tracker.recovered)  # mirror, not inc
             except Exception:
                 log.exception("pipeline tick failed")

@@ -282,7 +282,9 @@ def _settled(stack: Stack) -> bool:
     received = sum(float(line.rsplit(" ", 1)[1]) for line in stack.exposition.splitlines()
                    if line.startswith("gatewatch_events_received_total{") and 'source="health"' not in line)
     scraped = finite(stack.query('sum(gatewatch_events_received_total{job="gatewatch", source!="health"})'))
-    return bool(scraped) and scraped[0] == received
+    # and Prometheus has scraped gatewatch since the last held failure was released
+    released = finite(stack.query('max(gatewatch_pending_failed_requests{job="gatewatch"})'))
+    return bool(scraped) and scraped[0] == received and released == [0.0]
 
 
 def _process(argv: list[str], log_path: Path, cleanup: contextlib.ExitStack, **kw: Any) -> subprocess.Popen:
