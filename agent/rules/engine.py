@@ -31,6 +31,7 @@ from agent.alerts.model import Alert, AlertReceiver
 from agent.configtypes import ConfigError
 from agent.enrich import Catalog
 from agent.events import Event
+from agent.rules.batch import Batch
 from agent.rules.budget import BudgetRule
 from agent.rules.evaluate import CompiledRule, make_window
 from agent.rules.loader import load_rule_set
@@ -113,7 +114,7 @@ class RuleEngine:
         self.rule_set = RuleSet()
         self.groups: list[GroupRuntime] = []
         self.rules: dict[str, Runtime] = {}
-        self._by_kind: dict[str, list[Callable[[Event], None]]] = {}
+        self._observers: list[Callable[[Batch], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.last_reload = ReloadStatus()
         self.observe_errors = 0
@@ -125,26 +126,37 @@ class RuleEngine:
 
     # -- ingest --------------------------------------------------------------------------
     def handle(self, events: Sequence[Event]) -> None:
-        by_kind = self._by_kind
-        for e in events:
-            if e.health_check:
-                continue
-            observers = by_kind.get(e.kind)
-            if not observers:
-                continue
+        """Feed a batch to every rule: each rule reads the whole batch at once (agent/rules/batch.py),
+        so what rules share (a kind filter, a signal, a `by` tuple) is computed once per batch."""
+        live = [e for e in events if not e.health_check]
+        if not live:
+            return
+        batch = Batch(live)
+        failed: set[int] = set()
+        for observe in self._observers:
             try:
-                for observe in observers:
-                    observe(e)
-            except Exception:  # a bad event must not stop the batch (counted, logged once per batch)
-                self.observe_errors += 1
-                log.exception("rule window update failed for a %s event", e.kind)
+                observe(batch)
+            except Exception:  # a bad event must not stop the batch: redo this rule event by event
+                self._observe_each(observe, batch, failed)
+        if failed:
+            self.observe_errors += len(failed)
+
+    def _observe_each(self, observe: Callable[[Batch], None], batch: Batch, failed: set[int]) -> None:
+        """The slow path after a rule raised on a batch: nothing of it was applied (a batch is read
+        in full before anything is written), so each event goes in alone; the bad ones are
+        counted (once per event, however many rules it breaks) and skipped."""
+        logged = False
+        for e in batch.events:
+            try:
+                observe(Batch([e]))
+            except Exception:
+                failed.add(id(e))
+                if not logged:
+                    logged = True
+                    log.exception("rule window update failed for a %s event", e.kind)
 
     def _index(self) -> None:
-        by_kind: dict[str, list[Callable[[Event], None]]] = {}
-        for runtime in self.rules.values():
-            for kind in runtime.kinds:
-                by_kind.setdefault(kind, []).append(runtime.observe)
-        self._by_kind = by_kind
+        self._observers = [runtime.observe_batch for runtime in self.rules.values() if runtime.kinds]
 
     # -- loading -----------------------------------------------------------------------
     def load(self) -> RuleSet:
@@ -186,13 +198,13 @@ class RuleEngine:
     def _carry(self, rule: Rule, prev: Runtime | None, now: float) -> tuple[Runtime, str, list[ActiveAlert]]:
         budget = rule.budget is not None
         if prev is None or (prev.rule.budget is not None) != budget:
-            return (BudgetRule(rule, self.clock) if budget else self._compiled(rule)), "added", []
+            return (self._budget(rule) if budget else self._compiled(rule)), "added", []
         if prev.rule.digest == rule.digest:
             prev.rule = rule
             return prev, "kept", []
         same_window = prev.rule.window_identity() == rule.window_identity()
         if budget:
-            runtime: Runtime = BudgetRule(rule, self.clock)
+            runtime: Runtime = self._budget(rule)
             if same_window:
                 assert isinstance(prev, BudgetRule) and isinstance(runtime, BudgetRule)
                 runtime.pending, runtime.totals, runtime.period = prev.pending, prev.totals, prev.period
@@ -205,6 +217,9 @@ class RuleEngine:
         runtime.states.active = prev.states.active
         gone = runtime.states.relabel(runtime.labels_for)
         return runtime, "changed", gone
+
+    def _budget(self, rule: Rule) -> BudgetRule:
+        return BudgetRule(rule, self.clock, self.settings.max_series_per_rule)
 
     def _compiled(self, rule: Rule, window: Any = None) -> CompiledRule:
         max_series = self.settings.max_series_per_rule
@@ -220,6 +235,12 @@ class RuleEngine:
         except RuleSetError as exc:
             raise ConfigError("rules", f"invalid rule files:\n{exc}") from None
         self.apply(rule_set)
+        for runtime in self.rules.values():  # budgets know the stored label sets before the first event
+            if isinstance(runtime, BudgetRule):
+                try:
+                    await runtime.sync(self.state, self.clock())
+                except Exception:
+                    log.exception("loading budget %s failed; it loads at its first evaluation", runtime.rule.id)
         if self.settings.persist_alerts:
             await self._restore()
         self.started = True
@@ -499,7 +520,8 @@ class _EngineCollector(Collector):
         series = GaugeMetricFamily("gatewatch_rule_series", "Label sets a rule currently tracks.",
                                    labels=["group", "alertname"])
         dropped = CounterMetricFamily("gatewatch_rule_series_dropped", "Observations refused by a rule's series "
-                                      "limit (rule_engine.max_series_per_rule).", labels=["group", "alertname"])
+                                      "limit (rule_engine.max_series_per_rule); for budgets, folded into the "
+                                      "__overflow__ key.", labels=["group", "alertname"])
         late = CounterMetricFamily("gatewatch_rule_late_observations", "Observations older than the rule's window, "
                                    "dropped.", labels=["group", "alertname"])
         spend = GaugeMetricFamily("gatewatch_budget_spend", "Spend of the current budget period (largest keys).",

@@ -9,8 +9,10 @@ engine drops health-check events before extraction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
 
 from agent.events import NO_HEALTHY_DEPLOYMENTS, ROUTER_RATE_LIMIT, Event, Kind
 
@@ -173,6 +175,29 @@ def _quota_tokens(e: Event) -> float | None:
         return None
     return float(e.total_tokens)
 
+
+def _constant_one(events: Sequence[Event]) -> list[float | None]:
+    return [1.0] * len(events)
+
+
+def _field_many(name: str) -> Callable[[Sequence[Event]], list[Any]]:
+    get = attrgetter(name)
+    return lambda events: list(map(get, events))
+
+
+# extract function -> the same function over a list of events (agent/rules/batch.py), where a
+# C-level loop beats a Python call per event: constants and plain attributes (measured: a
+# comprehension is no faster than calling a small function in Python 3.11). Each must return
+# exactly what `list(map(extract, events))` returns (tests/test_rules_batch.py checks them).
+BATCH_EXTRACT: dict[Callable[[Event], Any], Callable[[Sequence[Event]], list[Any]]] = {
+    _requests: _constant_one,
+    _one: _constant_one,
+    _latency: _field_many("latency"),
+    _ttft: _field_many("ttft"),
+    _value: _field_many("value"),
+    _remaining_requests: _field_many("remaining_requests"),
+    _remaining_tokens: _field_many("remaining_tokens"),
+}
 
 _REQ = frozenset({Kind.REQUEST})
 _OUT = frozenset({Kind.OUTCOME})

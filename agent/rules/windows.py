@@ -25,6 +25,7 @@ import time
 from array import array
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Protocol
 
 import numpy as np
@@ -191,6 +192,74 @@ class LocalWindow:
         self._vs.append(1.0 if hit else 0.0)
         if len(self._rows) >= FLUSH_AT:
             self._apply(self.clock())
+
+    def observe_many(self, keys: Sequence[Key], times: Sequence[float], values: Sequence[float]) -> None:
+        """`observe` of a batch, in order: the same rows, buffers and counters as one call per item,
+        with the per-item work done by C loops (dict lookups, array conversion)."""
+        if not keys:
+            return
+        total = sum(values)  # raises on a non-number before anything changes; NaN if any value is NaN
+        rows = self._rows_of(keys)
+        if total != total or -1 in rows:
+            keep = [row >= 0 and v == v for row, v in zip(rows, values, strict=True)]
+            rows = list(compress(rows, keep))
+            times = list(compress(times, keep))
+            values = list(compress(values, keep))
+            if not rows:
+                return
+        self._append(rows, times if isinstance(times, list) else list(times),
+                     values if isinstance(values, list) else list(values))
+        if len(self._rows) >= FLUSH_AT:
+            self._apply(self.clock())
+
+    def observe_outcome_many(self, keys: Sequence[Key], times: Sequence[float], hits: Sequence[bool]) -> None:
+        """`observe_outcome` of a batch, in order (streaks advance observation by observation)."""
+        if not keys:
+            return
+        assert self._streak is not None
+        rows = self._rows_of(keys)
+        streak = self._streak
+        kept_rows: list[int] = []
+        kept_times: list[float] = []
+        kept_values: list[float] = []
+        for row, t, hit in zip(rows, times, hits, strict=True):
+            if row < 0:
+                continue
+            streak[row] = streak[row] + 1 if hit else 0
+            kept_rows.append(row)
+            kept_times.append(t)
+            kept_values.append(1.0 if hit else 0.0)
+        if not kept_rows:
+            return
+        self._append(kept_rows, kept_times, kept_values)
+        if len(self._rows) >= FLUSH_AT:
+            self._apply(self.clock())
+
+    def _append(self, rows: list[int], times: list[float], values: list[float]) -> None:
+        """Grow the three buffers together or not at all (`fromlist` leaves an array unchanged on
+        a bad item; a bad value must not leave the buffers misaligned)."""
+        n = len(self._ts)
+        self._ts.fromlist(times)
+        try:
+            self._vs.fromlist(values)
+        except Exception:
+            del self._ts[n:]
+            raise
+        self._rows.fromlist(rows)
+
+    def _rows_of(self, keys: Sequence[Key]) -> list[int]:
+        """The row of each key, allocating new rows in order; -1 where the series limit refuses one
+        (counted in `dropped` once per refused observation, as `observe` does)."""
+        get = self._index.get
+        rows = [get(k, -1) for k in keys]
+        if -1 in rows:
+            index = self._index
+            for i, row in enumerate(rows):
+                if row < 0:
+                    key = keys[i]
+                    found = index.get(key)
+                    rows[i] = found if found is not None else self._row(key)
+        return rows
 
     # -- buffered apply ----------------------------------------------------------------
     def _apply(self, now: float) -> None:
