@@ -39,3 +39,43 @@ class SqliteWorker:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+class SqliteStore:
+    """Lifecycle shared by the SQLite-backed stores: open on start (on the worker thread),
+    close and stop the thread on stop. Subclasses put their statements in `_run` calls and
+    may load in-memory mirrors in `_loaded`."""
+
+    schema = ""
+    thread_name = "gatewatch-sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._worker = SqliteWorker(self.path, self.thread_name)
+        self._db: sqlite3.Connection | None = None
+
+    def _open(self) -> None:
+        db = self._worker.open(self.schema)
+        self._db = db
+        self._loaded(db)
+
+    def _loaded(self, db: sqlite3.Connection) -> None:
+        """Called on the worker thread right after the database is opened."""
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._worker.run(fn, *args)
+
+    async def start(self) -> None:
+        if self._db is None:
+            await self._run(self._open)
+
+    async def stop(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._worker.shutdown()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self._db

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.sqlitedb import SqliteWorker
+from agent.sqlitedb import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -72,45 +72,26 @@ class OutboxFull(Exception):
     """The outbox holds max_pending rows; the new notification was not stored."""
 
 
-class Outbox:
+class Outbox(SqliteStore):
+    schema = SCHEMA
+    thread_name = "gatewatch-outbox"
+
     def __init__(self, path: str | Path, *, max_pending: int = 10000, clock: Callable[[], float] = time.time,
                  dead_retention: float = 7 * 86400.0) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         self.max_pending = max_pending
         self.clock = clock
         self.dead_retention = dead_retention
-        self._worker = SqliteWorker(self.path, "gatewatch-outbox")
-        self._db: sqlite3.Connection | None = None
         self._pending: dict[tuple[str, str], float] = {}  # (id, target) -> created
         self._by_target: Counter[str] = Counter()
         self.dead_count = 0
 
-    # -- lifecycle ------------------------------------------------------------------
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self._worker.run(fn, *args)
-
-    def _open(self) -> None:
-        db = self._worker.open(SCHEMA)  # WAL + synchronous=NORMAL: a SIGKILL loses no commit
-        self._db = db
+    # -- lifecycle (SqliteStore: WAL + synchronous=NORMAL, so a SIGKILL loses no commit) ---
+    def _loaded(self, db: sqlite3.Connection) -> None:
         self._pending, self._by_target = {}, Counter()
         for i, t, c in db.execute("SELECT id, target, created FROM outbox"):
             self._add((i, t), c)
         self.dead_count = db.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
-
-    async def start(self) -> None:
-        if self._db is None:
-            await self._run(self._open)
-
-    async def stop(self) -> None:
-        if self._db is not None:
-            await self._run(self._db.close)
-            self._db = None
-        self._worker.shutdown()
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("outbox is not started")
-        return self._db
 
     # -- metrics (memory only) --------------------------------------------------------
     @property

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.sqlitedb import SqliteWorker
+from agent.sqlitedb import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL);
@@ -22,34 +22,17 @@ CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, ex
 """
 
 
-class LocalState:
+class LocalState(SqliteStore):
     name = "local"
+    schema = SCHEMA
+    thread_name = "gatewatch-state"
 
     def __init__(self, state_dir: str | os.PathLike[str], filename: str = "state.db") -> None:
-        self.path = Path(state_dir) / filename
-        self._worker = SqliteWorker(self.path, "gatewatch-state")
-        self._db: sqlite3.Connection | None = None
+        super().__init__(Path(state_dir) / filename)
         self._claims_since_sweep = 0
 
-    # -- lifecycle ------------------------------------------------------------------
-    def _open(self) -> None:
-        self._db = self._worker.open(SCHEMA)
-
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await self._worker.run(fn, *args)
-
-    async def start(self) -> None:
-        if self._db is None:
-            await self._run(self._open)
-
-    async def stop(self) -> None:
-        if self._db is not None:
-            await self._run(self._db.close)
-            self._db = None
-        self._worker.shutdown()
-
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
+        if self._db is None:  # usable before start() (CLI checks open it on demand)
             self._open()
         assert self._db is not None
         return self._db
