@@ -96,19 +96,14 @@ class SharedWindow:
         self.merged.observe(key, t, value)
         if value != value:  # NaN
             return
-        self._keys.append(key)
-        self._ts.append(t)
-        self._vs.append(value)
-        if self._replay is not None:
-            self._replay[0].append(key)
-            self._replay[1].append(t)
-            self._replay[2].append(value)
-        if len(self._keys) >= BUFFER_LIMIT:
-            self.drain(self.clock())
+        self._buffer(key, t, value)
 
     def observe_outcome(self, key: Key, t: float, hit: bool) -> None:
         self.merged.observe_outcome(key, t, hit)
-        value = 1.0 if hit else 0.0
+        self._buffer(key, t, 1.0 if hit else 0.0)
+
+    def _buffer(self, key: Key, t: float, value: float) -> None:
+        """Queue one observation for the next flush to Redis (and the replay log, if kept)."""
         self._keys.append(key)
         self._ts.append(t)
         self._vs.append(value)
