@@ -33,29 +33,11 @@ from typing import Any
 
 import yaml
 
+from tests.conftest import FIXTURES, lab_env  # one definition of the captures, shared with the tests
+
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def fixtures_dir() -> Path:
-    env = os.environ.get("GATEWATCH_FIXTURES")
-    if env:
-        return Path(env)
-    for candidate in (ROOT.parent / "shared" / "fixtures" / "litellm", ROOT / "tests" / "fixtures" / "litellm"):
-        if candidate.is_dir():
-            return candidate
-    raise SystemExit("LiteLLM fixtures not found: set GATEWATCH_FIXTURES")
-
-
-FIXTURES = fixtures_dir()
-# the ports of the lab that produced the captures, which the fixture config.yaml reads
-LAB_ENV = {
-    "UPSTREAM_A": "http://127.0.0.1:18001/v1",
-    "UPSTREAM_B": "http://127.0.0.1:18002/v1",
-    "UPSTREAM_C": "http://127.0.0.1:18003/v1",
-    "UPSTREAM_D": "http://127.0.0.1:18004/v1",
-    "BEDROCK_BASE": "http://127.0.0.1:18001",
-    "STS_ENDPOINT": "http://127.0.0.1:18005",
-}
+LAB_ENV = lab_env()  # the env of the lab that produced the captures (config.yaml reads it)
 
 
 def lab_environ() -> dict[str, str]:
