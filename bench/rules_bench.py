@@ -148,7 +148,7 @@ def default_pack_ingest(rounds: int = 200) -> float | None:
     from agent.rules.loader import load_rule_set
 
     root = Path(__file__).resolve().parent.parent
-    fixtures = Path(os.environ.get("GATEWATCH_FIXTURES") or root.parent / "shared" / "fixtures" / "litellm")
+    fixtures = Path(os.environ.get("GATEWATCH_FIXTURES") or root / "tests" / "fixtures" / "litellm")
     files = sorted(fixtures.glob("generic_api_*.json"))
     if not files:
         print("fixtures not found: skipping the default pack figure (set GATEWATCH_FIXTURES)")

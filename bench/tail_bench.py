@@ -31,7 +31,7 @@ from bench.results import record
 COMMAND = ".venv/bin/python -m bench.tail_bench"
 TARGET = ">= 200,000 lines/s"
 LINES = 300_000
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "litellm"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "litellm"
 
 
 def fixture_lines() -> list[bytes]:

@@ -18,10 +18,7 @@ def _fixtures_dir() -> Path:
     env = os.environ.get("GATEWATCH_FIXTURES")
     if env:
         return Path(env)
-    for candidate in (ROOT.parent / "shared" / "fixtures" / "litellm", ROOT / "tests" / "fixtures" / "litellm"):
-        if candidate.is_dir():
-            return candidate
-    raise RuntimeError("LiteLLM fixtures not found: set GATEWATCH_FIXTURES")
+    return ROOT / "tests" / "fixtures" / "litellm"  # the captures are the project's own test data
 
 
 FIXTURES = _fixtures_dir()

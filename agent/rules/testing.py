@@ -191,8 +191,7 @@ def _resolve_fixture(name: str, base: Path) -> Path:
     if os.environ.get("GATEWATCH_FIXTURES"):
         candidates.append(Path(os.environ["GATEWATCH_FIXTURES"]) / name)
     repo = Path(__file__).resolve().parents[2]
-    candidates += [repo.parent / "shared" / "fixtures" / "litellm" / name,
-                   repo / "tests" / "fixtures" / "litellm" / name]
+    candidates.append(repo / "tests" / "fixtures" / "litellm" / name)  # a checkout's own captures
     for candidate in candidates:
         if candidate.is_file():
             return candidate

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fake OpenAI-compatible (and minimal Bedrock Converse) upstream for the e2e suite.
 
-Adapted from the lab that produced ../shared/fixtures/litellm (same behaviour, so the e2e
+Adapted from the lab that produced tests/fixtures/litellm (same behaviour, so the e2e
 run and the captures agree); changes: ports always come from the harness, GET /_control
 also reports per-mode counts, and the server stops cleanly on SIGTERM.
 
