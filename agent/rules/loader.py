@@ -2,9 +2,11 @@
 
 `rules:` in the config lists locations; `None` (the key left out) means the default pack,
 and the word `default` inside the list adds it next to your own files. The default pack
-is `$GATEWATCH_RULES_DIR`, else `rules/` of the source checkout, else `/app/rules` (the
-Docker image). Only the top level of a folder is read, so `rules/tests/` (unit tests of
-the rules) is never loaded as rules. Everything here blocks: call it from an executor.
+is `$GATEWATCH_RULES_DIR`, else the package data `agent/default_rules/` (the top-level
+`rules/` that setup.py maps into every wheel, so `pip install .` and the image carry it),
+else `rules/` of a source checkout (an editable install or `PYTHONPATH=.`). Only the top
+level of a folder is read, so `rules/tests/` (unit tests of the rules) is never loaded.
+Everything here blocks: call it from an executor.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterable, Mapping
+from importlib.resources import files
 from pathlib import Path
 
 from agent.configtypes import ConfigError
@@ -25,10 +28,13 @@ def default_rules_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get("GATEWATCH_RULES_DIR"):
         return Path(env["GATEWATCH_RULES_DIR"])
+    packaged = files("agent") / "default_rules"
+    if isinstance(packaged, Path) and packaged.is_dir():  # wheels install unzipped: a real folder
+        return packaged
     checkout = Path(__file__).resolve().parents[2] / "rules"
     if checkout.is_dir():
         return checkout
-    return Path("/app/rules")
+    return Path(str(packaged))  # missing: the error names where the pack should have been
 
 
 def expand(entries: Iterable[str] | None, env: Mapping[str, str] | None = None) -> list[str]:
