@@ -4,26 +4,39 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
+# `make run` needs the runtime dependencies only; tests add the `test` extra to the same venv
+RUNTIME := $(VENV)/.runtime
 
-.PHONY: run test lint test-deps bench clean
+.PHONY: run test lint test-deps min-versions bench clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test]'
-	touch $(STAMP)
 
-run: $(STAMP)
+$(RUNTIME): pyproject.toml setup.py | $(VENV)/bin/python
+	$(PIP) install --quiet -e .
+	touch $(RUNTIME)
+
+$(STAMP): pyproject.toml setup.py | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[test]'
+	touch $(RUNTIME) $(STAMP)
+
+run: $(RUNTIME)
 	$(VENV)/bin/gatewatch run $(if $(CONFIG),--config $(CONFIG),)
 
 test-deps:
 	bash scripts/install-test-deps.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check agent tests bench dashboards
+	$(VENV)/bin/ruff check agent tests bench dashboards scripts setup.py
+
+# the declared lower bounds of the runtime dependencies, installed in a fresh venv and smoke-tested
+min-versions: $(STAMP)
+	$(PY) scripts/check-min-versions.py
 
 test: $(STAMP) test-deps lint
 	$(VENV)/bin/pytest -q tests
+	$(PY) scripts/check-min-versions.py
 
 bench: $(STAMP) test-deps
 	$(PY) bench/run_all.py

@@ -142,6 +142,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatewatch", description="Observability and alerting sidecar for LiteLLM.")
+    parser.add_argument("--version", action="version", version=f"gatewatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
