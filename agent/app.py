@@ -306,10 +306,12 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     await runner.setup()
     site = web.TCPSite(runner, host or config.server.host, config.server.port if port is None else port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port
+    server = site._server
+    sockets = getattr(server, "sockets", None)  # an asyncio.Server; typed as AbstractServer
+    bound = sockets[0].getsockname()[1] if sockets else port
     log.info("listening on %s:%s", host or config.server.host, bound)
     if started is not None:
-        started(int(bound))
+        started(int(bound or 0))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -183,7 +183,7 @@ def convert(tp: Any, value: Any, path: str) -> Any:
         return parse_duration(value, path)
     if tp is ByteSize:
         return parse_size(value, path)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, path)
     if origin in (list, tuple):
         if value is None:

@@ -106,7 +106,8 @@ def deployment_from_entry(entry: Mapping[str, Any], env: Mapping[str, str] | Non
     role = str(resolve_env(params.get("aws_role_name"), env) or "")
     match = _ROLE_ARN_RE.match(role)
     if match:
-        account, _ = match.group(1), sources.append("aws_role_name")
+        account = match.group(1)
+        sources.append("aws_role_name")
     for name, candidate in (
         ("tag aws_account", _tag_value(tags, "aws_account")),
         ("model_info.aws_account", info.get("aws_account")),

@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 def backoff(attempt: int, initial: float, maximum: float, rng: random.Random | None = None) -> float:
     """Exponential backoff with "equal jitter": half fixed, half random, capped at `maximum`."""
-    rng = rng or random
+    uniform = (rng or random).uniform
     ceiling = min(maximum, initial * (2 ** max(0, attempt - 1)))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+    return ceiling / 2 + uniform(0, ceiling / 2)
 
 
 class Delivery:
@@ -122,8 +122,8 @@ class Delivery:
                     await self._wait(target_id, self.poll)
                     continue
                 now = self.clock()
-                for row in await self.outbox.older_than(target_id, now - self.config.max_age):
-                    await self._bury(row, self._gave_up(row))
+                for old in await self.outbox.older_than(target_id, now - self.config.max_age):
+                    await self._bury(old, self._gave_up(old))
                 blocked = self._blocked_until.get(target_id, 0.0)
                 if blocked > now:
                     await self._wait(target_id, blocked - now)

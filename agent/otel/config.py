@@ -252,10 +252,10 @@ def _endpoint(cfg: OtelConfig, env: Mapping[str, str], signal: str, explicit: st
     port = parsed.port or (443 if parsed.scheme == "https" else (4317 if protocol == "grpc" else 4318))
     target = f"{parsed.hostname}:{port}" if protocol == "grpc" else url
 
-    timeout = cfg.timeout
+    timeout: float | None = cfg.timeout
     if timeout is None:
         timeout = _env_ms(env, f"OTEL_EXPORTER_OTLP_{sig}_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
-    compression = cfg.compression
+    compression: str | None = cfg.compression
     if compression is None:
         comp_env = _env(env, f"OTEL_EXPORTER_OTLP_{sig}_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION")
         compression = comp_env[1].lower() if comp_env else "none"
@@ -306,11 +306,12 @@ def resolve(cfg: OtelConfig, env: Mapping[str, str]) -> Settings:
     if metrics is None:
         metrics = "otlp" in [p.strip() for p in (env.get("OTEL_METRICS_EXPORTER") or "").lower().split(",")]
 
-    sampler = cfg.sampling.sampler
+    sampler: str | None = cfg.sampling.sampler
     if sampler is None:
         found = _env(env, "OTEL_TRACES_SAMPLER")
-        sampler = found[1].lower() if found else "parentbased_always_on"  # type: ignore[assignment]
+        sampler = found[1].lower() if found else "parentbased_always_on"
         if sampler not in SAMPLERS:
+            assert found is not None  # the default is one
             raise _env_error("OTEL_TRACES_SAMPLER", f"expected one of {', '.join(SAMPLERS)}, got {found[1]!r}")
     ratio = cfg.sampling.ratio
     if ratio is None:
@@ -337,10 +338,10 @@ def resolve(cfg: OtelConfig, env: Mapping[str, str]) -> Settings:
     traces_endpoint = _endpoint(cfg, env, "traces", cfg.endpoint, _headers(cfg, env, "traces"))
     metrics_base = cfg.metrics.endpoint or cfg.endpoint
     metrics_endpoint = _endpoint(cfg, env, "metrics", metrics_base, _headers(cfg, env, "metrics"))
-    interval = cfg.metrics.interval
+    interval: float | None = cfg.metrics.interval
     if interval is None:
         interval = _env_ms(env, "OTEL_METRIC_EXPORT_INTERVAL")
-    delay = cfg.schedule_delay
+    delay: float | None = cfg.schedule_delay
     if delay is None:
         delay = _env_ms(env, "OTEL_BSP_SCHEDULE_DELAY")
     queue_size = cfg.queue_size or _env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE") or 8192

@@ -55,7 +55,7 @@ def _tool_calls(calls: Any) -> list[dict[str, Any]]:
     for call in calls:
         if not isinstance(call, dict):
             continue
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
         arguments: Any = function.get("arguments")
         if isinstance(arguments, str):
             try:

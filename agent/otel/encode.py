@@ -10,7 +10,8 @@ serialized once per distinct combination and merged in as bytes: ~10 µs per spa
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
@@ -46,7 +47,7 @@ def _array(value: tuple | list) -> AnyValue:
     return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
 
 
-_BY_TYPE = {
+_BY_TYPE: dict[type, Callable[[Any], AnyValue]] = {
     str: lambda v: AnyValue(string_value=v),
     bool: lambda v: AnyValue(bool_value=v),
     int: lambda v: AnyValue(int_value=v),
@@ -79,7 +80,7 @@ def append_attribute(attributes, key: str, value: AttrValue) -> None:  # attribu
     elif kind is bool:
         kv.value.bool_value = value
     elif kind is tuple:  # finish reasons: few distinct values, built once
-        cached = _ARRAYS.get(value)  # type: ignore[call-overload]
+        cached = _ARRAYS.get(value)  # type: ignore[call-overload, arg-type]
         if cached is None:
             if len(_ARRAYS) >= 1024:
                 _ARRAYS.clear()

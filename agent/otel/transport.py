@@ -84,8 +84,7 @@ class HttpSender:
             self.headers[key] = str(value)
         if self.compression == "gzip":
             self.headers["Content-Encoding"] = "gzip"
-        kwargs = {"ca_certs": endpoint.certificate} if endpoint.certificate else {}
-        self._pool = urllib3.PoolManager(num_pools=2, maxsize=2, retries=False, **kwargs)
+        self._pool = urllib3.PoolManager(num_pools=2, maxsize=2, retries=False, ca_certs=endpoint.certificate)
         self._urllib3 = urllib3
 
     def send(self, body: bytes, timeout: float) -> SendResult:

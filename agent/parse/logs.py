@@ -91,7 +91,7 @@ PATTERNS: tuple[LogPattern, ...] = (
 )
 
 # Pieces pulled out of a matched message (same versioning rule as PATTERNS).
-FIELDS: dict[str, re.Pattern[str]] = {
+FIELDS: dict[str, re.Pattern[Any]] = {  # str patterns, and bytes for the CRI wrapper
     # the router's repr of the selected deployment dict (1.108.7)
     "deployment_id": re.compile(r"'id': '([^']*)'"),
     "deployment_model": re.compile(r"'model': '([^']*)'"),

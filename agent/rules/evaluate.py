@@ -215,8 +215,10 @@ class CompiledRule:
             elif agg == "ratio":
                 values = self._quota(view, catalog)
             elif agg == "min":
+                assert view.min is not None  # min/max rules keep them (the window's minmax)
                 values = np.where(cnt > 0, view.min, np.nan)
             elif agg == "max":
+                assert view.max is not None
                 values = np.where(cnt > 0, view.max, np.nan)
             elif agg == "last":
                 present = view.last_time > now - rule.over

@@ -60,7 +60,7 @@ def expand(entries: Iterable[str] | None, env: Mapping[str, str] | None = None) 
         else:
             out.append(entry)
     seen: set[str] = set()
-    return [x for x in out if not (x in seen or seen.add(x))]
+    return [x for x in out if not (x in seen or seen.add(x))]  # type: ignore[func-returns-value]
 
 
 def read_sources(files: Iterable[str]) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -52,7 +52,8 @@ class CloudWatchConfig:
     mode: Literal["emf", "api"] = "emf"
     namespace: str = "LiteLLM"
     interval: Duration = Duration(60)
-    dimensions: list[list[DimensionName]] = field(default_factory=lambda: [list(d) for d in DEFAULT_DIMENSION_SETS])
+    dimensions: list[list[DimensionName]] = field(
+        default_factory=lambda: [cast(list[DimensionName], list(d)) for d in DEFAULT_DIMENSION_SETS])
     storage_resolution: Literal[60, 1] = 60
     # emf mode
     emf_output: str = "stdout"  # stdout | stderr | /path/file | tcp://host:port | udp://host:port (CloudWatch agent)

@@ -215,6 +215,7 @@ class EmfWriter:
             _, self._writer = await asyncio.wait_for(asyncio.open_connection(self.target, self.port),
                                                      self.connect_timeout)
         writer = self._writer
+        assert writer is not None  # just opened
         try:
             writer.write(("\n".join(lines) + "\n").encode("utf-8"))
             await asyncio.wait_for(writer.drain(), self.connect_timeout)

@@ -449,13 +449,13 @@ class RedisState:
     # -- claims -------------------------------------------------------------------------------
     async def claim(self, key: str, owner: str, ttl: float) -> bool:
         """Take `key` for `owner` (or extend it if already its own) for `ttl` seconds, atomically."""
-        script = self._scripts.get("claim")
+        script = self._scripts["claim"]
         result = await self._call("claim", lambda r: script(keys=[self.key("claim", key)],
                                                             args=[owner, max(1, int(ttl * 1000))]))
         return bool(result)
 
     async def release(self, key: str, owner: str) -> None:
-        script = self._scripts.get("release")
+        script = self._scripts["release"]
         await self._call("claim", lambda r: script(keys=[self.key("claim", key)], args=[owner]))
 
     # -- health -------------------------------------------------------------------------------

@@ -167,7 +167,7 @@ def body(note: Notification, limit: int = MAX_LISTED) -> str:
 def _field(note: Notification, label: str) -> str:
     if label in note.common_labels:
         return note.common_labels[label] or MISSING
-    values = {a.labels.get(label) for a in note.alerts if a.labels.get(label)}
+    values = {value for a in note.alerts if (value := a.labels.get(label))}
     if not values:
         return MISSING
     return f"{len(values)} different" if len(values) > 1 else values.pop()
