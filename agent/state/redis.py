@@ -449,14 +449,12 @@ class RedisState:
     # -- claims -------------------------------------------------------------------------------
     async def claim(self, key: str, owner: str, ttl: float) -> bool:
         """Take `key` for `owner` (or extend it if already its own) for `ttl` seconds, atomically."""
-        script = self._scripts["claim"]
-        result = await self._call("claim", lambda r: script(keys=[self.key("claim", key)],
-                                                            args=[owner, max(1, int(ttl * 1000))]))
+        result = await self._call("claim", lambda r: self._scripts["claim"](keys=[self.key("claim", key)],
+                                                                            args=[owner, max(1, int(ttl * 1000))]))
         return bool(result)
 
     async def release(self, key: str, owner: str) -> None:
-        script = self._scripts["release"]
-        await self._call("claim", lambda r: script(keys=[self.key("claim", key)], args=[owner]))
+        await self._call("claim", lambda r: self._scripts["release"](keys=[self.key("claim", key)], args=[owner]))
 
     # -- health -------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
