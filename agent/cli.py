@@ -19,10 +19,10 @@ from agent.config import Config, ConfigError, load_config
 COMMAND_MODULES: list[str] = ["agent.sinks.cloudwatch_cli", "agent.alerts.cli", "agent.rules.cli"]
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, fmt: str = "text") -> None:
     from agent.logsetup import configure
 
-    configure(level)
+    configure(level, fmt)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -33,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gatewatch: bad config: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(config.log_level)
+    _setup_logging(config.log_level, config.log_format)
     try:
         asyncio.run(serve(config, host=args.host, port=args.port, reload_config=lambda: load_config(args.config)))
     except ConfigError as exc:

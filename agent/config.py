@@ -103,6 +103,7 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     rules: list[str] | None = None  # files, folders or s3:// prefixes; None = the default pack
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for awslogs / FireLens
     otel: OtelConfig = field(default_factory=OtelConfig)
     refresh: RefreshConfig = field(default_factory=RefreshConfig)
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)

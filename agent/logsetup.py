@@ -58,9 +58,16 @@ def register_config_secrets(obj: Any, _seen: set[int] | None = None) -> None:
             register_config_secrets(value, seen)
 
 
-def configure(level: str = "info") -> None:
+def configure(level: str = "info", fmt: str = "text") -> None:
+    """Root logging to stderr: `fmt` is `text` (for people) or `json` (one object per line,
+    for awslogs / FireLens; agent/logformat.py)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if fmt == "json":
+        from agent.logformat import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

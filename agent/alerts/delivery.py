@@ -198,7 +198,8 @@ class Delivery:
         await self.outbox.bury(row, reason)
         self.metrics.notifications.labels(row.receiver, "dead").inc()
         self.metrics.dead_letters_total += 1
-        log.error("notification %s to receiver %s moved to the dead letters: %s", row.id, row.receiver, reason)
+        log.error("notification %s to receiver %s moved to the dead letters: %s", row.id, row.receiver, reason,
+                  extra={"receiver": row.receiver, "notification": row.id})
         await self._done(row, False)
 
     async def _done(self, row: Row, delivered: bool) -> None:

@@ -296,7 +296,7 @@ class RuleEngine:
             except asyncio.CancelledError:
                 raise
             except Exception:  # evaluate_group counts its own failures; this is a last resort
-                log.exception("rule group %s evaluation crashed", group.group.name)
+                log.exception("rule group %s evaluation crashed", group.group.name, extra={"group": group.group.name})
 
     # -- evaluation --------------------------------------------------------------------
     async def evaluate_all(self, now: float | None = None) -> list[Alert]:
@@ -337,7 +337,7 @@ class RuleEngine:
                     failed = True
                     runtime.health = "err"
                     runtime.last_error = f"{type(exc).__name__}: {exc}"
-                    log.exception("rule %s failed to evaluate", runtime.rule.id)
+                    log.exception("rule %s failed to evaluate", runtime.rule.id, extra={"rule": runtime.rule.id})
                     continue
                 runtime.health = "ok"
                 runtime.last_error = ""
