@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import tomllib
 import urllib.error
 import urllib.request
 import venv
@@ -74,6 +75,11 @@ def test_installed_wheel_serves_readyz_with_the_default_pack_from_any_directory(
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     env = _clean_env(tmp_path)
+    version = subprocess.run([str(env_dir / "bin" / "gatewatch"), "--version"], cwd=workdir, env=env,
+                             capture_output=True, text=True, timeout=120)
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert (version.returncode, version.stdout) == (0, f"gatewatch {declared}\n"), version.stderr
+
     port = free_port()
     log = (tmp_path / "gatewatch.log").open("w")
     proc = subprocess.Popen([str(env_dir / "bin" / "gatewatch"), "run", "--host", "127.0.0.1", "--port", str(port)],
