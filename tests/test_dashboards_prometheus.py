@@ -423,8 +423,12 @@ def _data_check(stack: Stack, expr: str) -> list[float]:
     names = metric_names(expr)
     # one budget for the whole module, not per query, but always a few scrapes' worth
     deadline = max(stack.ready_at + DATA_TIMEOUT, time.monotonic() + 3.0)
+    # `rate(x[1m])` at "now" is empty once a minute has passed since the traffic, which on a
+    # busy machine happens before the module is through its queries: ask at the moment the
+    # second pass had settled too (data that comes later, e.g. from rule evaluation, is "now")
+    settled_at = stack.settled[-1] + 2.0
     while True:
-        values = finite(stack.query(expr))
+        values = finite(stack.query(expr)) or finite(stack.query(expr, at=settled_at))
         if values:
             return values
         if time.monotonic() > deadline:
