@@ -121,7 +121,8 @@ class Load:
                 return
 
 
-async def slow_post(port: int, body: bytes, go_on: asyncio.Event) -> tuple[int, int]:
+async def slow_post(port: int, body: bytes, go_on: asyncio.Event,
+                    half_sent: asyncio.Event | None = None) -> tuple[int, int]:
     """A POST whose body is half sent when SIGTERM arrives: it must still be answered and kept."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = (f"POST {EVENTS} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
@@ -129,6 +130,8 @@ async def slow_post(port: int, body: bytes, go_on: asyncio.Event) -> tuple[int, 
     half = len(body) // 2
     writer.write(head.encode() + body[:half])
     await writer.drain()
+    if half_sent is not None:
+        half_sent.set()
     await go_on.wait()
     writer.write(body[half:])
     await writer.drain()
@@ -161,8 +164,8 @@ async def test_sigterm_under_load_exports_every_accepted_event(gatewatch_process
         await until(lambda: load.accepted >= 2000, within=60, what="load to build up")
         with proxy_log.open("ab") as fh:  # the proxy keeps logging under load
             fh.write(proxy_log_lines())
-        go_on = asyncio.Event()
-        slow = asyncio.create_task(slow_post(gw.port, max(bodies, key=len), go_on))
+        go_on, half_sent = asyncio.Event(), asyncio.Event()
+        slow = asyncio.create_task(slow_post(gw.port, max(bodies, key=len), go_on, half_sent))
         async with session.get(gw.base + "/metrics") as response:
             before = await response.text()
         tailing = "gatewatch_tail_lag_bytes" in before
@@ -173,7 +176,8 @@ async def test_sigterm_under_load_exports_every_accepted_event(gatewatch_process
                 await asyncio.sleep(0.1)
                 async with session.get(gw.base + "/metrics") as response:
                     before = await response.text()
-        await asyncio.sleep(0.2)  # the slow request is being read now
+        await asyncio.wait_for(half_sent.wait(), timeout=60)  # a ceiling: the machine may be busy
+        await asyncio.sleep(0.2)  # and the server has taken the connection off its backlog
 
         sent = time.monotonic()
         gw.proc.send_signal(signal.SIGTERM)
