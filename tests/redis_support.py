@@ -54,6 +54,15 @@ class RedisServer:
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self._wait_listening(timeout)
+        return self
+
+    def state_config(self) -> dict[str, str]:
+        """The `state:` keys a sidecar needs to reach this server."""
+        return {"url": self.url}
+
+    def _wait_listening(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -65,7 +74,6 @@ class RedisServer:
                 if time.monotonic() > deadline:
                     raise RuntimeError("redis-server did not start") from None
                 time.sleep(0.05)
-        return self
 
     def client(self):  # a plain synchronous client for assertions
         import redis
