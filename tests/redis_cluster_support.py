@@ -151,6 +151,14 @@ class RedisClusterServer:
             return [n for n in self.nodes if n.port in ports]
         return []
 
+    def flushall(self) -> None:
+        for node in self.primaries():
+            client = node.node_client()
+            try:
+                client.flushall()
+            finally:
+                client.close()
+
     def shutdown(self, save: bool = True) -> None:
         for node in self.nodes:
             node.shutdown(save=save)
