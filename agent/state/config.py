@@ -27,7 +27,9 @@ class IamAuthConfig:
     region: str | None = None  # default: AWS_REGION / AWS_DEFAULT_REGION (set by ECS)
     serverless: bool = True  # ElastiCache Serverless (ResourceType=ServerlessCache in the token)
 
-    def validate(self, path: str) -> None:
+    def check(self, path: str) -> None:
+        """Called by StateConfig.validate (not `validate`: a failing optional section would read "expected a
+        mapping" instead of the reason)."""
         if not self.user:
             raise ConfigError(f"{path}.user", "expected the ElastiCache user id (IAM authentication mode)")
         if not self.cache_name:
@@ -87,7 +89,7 @@ class StateConfig:
             if self.cluster is True and parts.path not in ("", "/", "/0"):
                 raise ConfigError(where("url"), "Redis Cluster has only database 0: expected /0 or no path")
             if self.iam_auth is not None:
-                self.iam_auth.validate(where("iam_auth"))
+                self.iam_auth.check(where("iam_auth"))
                 if parts.scheme != "rediss":
                     raise ConfigError(where("url"), "ElastiCache IAM authentication needs TLS: expected rediss://")
                 if self.password or parts.password:
