@@ -29,21 +29,25 @@ NODE_TIMEOUT_MS = 2000
 
 
 class ClusterNode(RedisServer):
-    def __init__(self, workdir: Path, tls: tuple[Path, Path], password: str) -> None:
+    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None, password: str) -> None:
         super().__init__(workdir, password=password, tls=tls)
         self.bus_port = free_port()
 
     def start(self, timeout: float = 20.0) -> ClusterNode:
-        assert REDIS_SERVER is not None and self.tls is not None
-        cert, key = self.tls
+        assert REDIS_SERVER is not None
         args = [REDIS_SERVER, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.dir),
                 "--dbfilename", "dump.rdb", "--logfile", str(self.log), "--daemonize", "no",
-                "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-                "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", "--tls-cluster", "yes",
-                "--tls-replication", "yes", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-port", str(self.bus_port), "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                 "--cluster-replica-validity-factor", "0", "--requirepass", self.password or "",
                 "--masterauth", self.password or ""]
+        if self.tls is not None:
+            cert, key = self.tls
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file",
+                     str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", "--tls-cluster", "yes",
+                     "--tls-replication", "yes"]
+        else:
+            args += ["--port", str(self.port)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self._wait_listening(timeout)
         return self
@@ -51,8 +55,9 @@ class ClusterNode(RedisServer):
     def node_client(self) -> Any:
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, ssl=True,
-                           ssl_cert_reqs="none", decode_responses=True, socket_timeout=5)
+        tls = {"ssl": True, "ssl_cert_reqs": "none"} if self.tls else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, decode_responses=True,
+                           socket_timeout=5, **tls)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no save; whatever the replica has not received is gone."""
@@ -62,27 +67,30 @@ class ClusterNode(RedisServer):
 
 
 class RedisClusterServer:
-    def __init__(self, workdir: Path, replicas: int = 0, password: str = PASSWORD) -> None:
+    def __init__(self, workdir: Path, replicas: int = 0, password: str = PASSWORD, tls: bool = True) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.password = password
         self.replicas = replicas
+        self.tls = tls
         self.cert, key = self_signed(self.dir)
-        self.nodes = [ClusterNode(self.dir / f"node{i}", (self.cert, key), password)
+        self.nodes = [ClusterNode(self.dir / f"node{i}", (self.cert, key) if tls else None, password)
                       for i in range(3 * (1 + replicas))]
 
     @property
     def url(self) -> str:
-        return f"rediss://127.0.0.1:{self.nodes[0].port}"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.nodes[0].port}"
 
     def state_config(self) -> dict[str, Any]:
-        return {"url": self.url, "password": self.password, "tls_ca_file": str(self.cert)}
+        tls = {"tls_ca_file": str(self.cert)} if self.tls else {}
+        return {"url": self.url, "password": self.password, **tls}
 
     def create(self, timeout: float = 60.0) -> RedisClusterServer:
         assert REDIS_CLI is not None
         for node in self.nodes:
             node.start()
-        args = [REDIS_CLI, "--tls", "--cacert", str(self.cert), "-a", self.password, "--no-auth-warning",
+        tls = ["--tls", "--cacert", str(self.cert)] if self.tls else []
+        args = [REDIS_CLI, *tls, "-a", self.password, "--no-auth-warning",
                 "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
                 "--cluster-replicas", str(self.replicas), "--cluster-yes"]
         done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
@@ -118,8 +126,8 @@ class RedisClusterServer:
         from redis.cluster import RedisCluster
 
         live = next(n for n in self.nodes if n.proc is not None and n.proc.poll() is None)
-        return RedisCluster(host="127.0.0.1", port=live.port, password=self.password, ssl=True,
-                            ssl_cert_reqs="none", decode_responses=True)
+        tls = {"ssl": True, "ssl_cert_reqs": "none"} if self.tls else {}
+        return RedisCluster(host="127.0.0.1", port=live.port, password=self.password, decode_responses=True, **tls)
 
     def primary_of(self, key: str) -> ClusterNode:
         from redis.crc import key_slot
