@@ -118,7 +118,14 @@ class RedisClusterServer:
             if client.cluster("info").get("cluster_state") != "ok":
                 return False
             slots = client.execute_command("CLUSTER", "SLOTS")
-            return len(slots) >= 3 and all(len(s) - 2 >= 1 + self.replicas for s in slots)
+            if len(slots) < 3 or not all(len(s) - 2 >= 1 + self.replicas for s in slots):
+                return False
+            info = client.info("replication")
+            if info.get("role") == "master" and any(str(s[2][1]) == str(node.port) for s in slots):
+                # a primary's replicas in sync, so WAIT can confirm writes from the first flush
+                links = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+                return len(links) >= self.replicas and all(v.get("state") == "online" for v in links)
+            return True
         finally:
             client.close()
 

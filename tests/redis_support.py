@@ -28,8 +28,9 @@ requires_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server n
 
 class RedisServer:
     def __init__(self, workdir: Path, port: int | None = None, password: str | None = None,
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, extra_args: list[str] | None = None) -> None:
         self.dir = workdir
+        self.extra_args = list(extra_args or [])
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.password = password
@@ -53,6 +54,7 @@ class RedisServer:
             args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self._wait_listening(timeout)
         return self

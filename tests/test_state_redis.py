@@ -193,6 +193,31 @@ async def test_min_max_latest_and_set_operations(redis_server: RedisServer, tmp_
         await b.stop()
 
 
+async def test_with_a_replica_a_flush_returns_once_the_replica_has_it(tmp_path: Path) -> None:
+    """WAIT 1 ends the round trip: what the flush acknowledged survives the primary's death."""
+    primary = RedisServer(tmp_path / "primary").start()
+    replica = RedisServer(tmp_path / "replica", extra_args=["--replicaof", "127.0.0.1", str(primary.port)]).start()
+    try:
+        await until(lambda: primary.client().info("replication").get("slave0", {}).get("state") == "online",
+                    limit=60, what="the replica in sync")
+        state = make_state(primary.url, tmp_path)
+        await state.start()
+        try:
+            for i in range(5):
+                await state.incr_many("spend", {"team": 1.5})
+                await state.flush()
+                # no waiting: the flush returned, so the replica has it already
+                assert float(replica.client().hget("gatewatch:ctr:{spend}", "team")) == 1.5 * (i + 1)
+            assert await state.claim("page", "task-a", 30.0)
+            assert replica.client().get("gatewatch:claim:page") == "task-a"
+            assert int(primary.client().info("commandstats")["cmdstat_wait"]["calls"]) >= 6
+        finally:
+            await state.stop()
+    finally:
+        replica.close()
+        primary.close()
+
+
 # -- claims ---------------------------------------------------------------------------------
 async def test_claims_one_owner_extend_expire_release(redis_server: RedisServer, tmp_path: Path) -> None:
     state = make_state(redis_server.url, tmp_path)

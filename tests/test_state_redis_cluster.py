@@ -118,6 +118,10 @@ async def test_counters_from_three_sidecars_spread_over_the_primaries(redis_clus
         for b in budgets:
             got = await states[1].get_counters(b)
             assert got == {'["team-a"]': 15.0, '["team-0"]': 20.0, '["team-1"]': 20.0, '["team-2"]': 20.0}
+        waits = 0
+        for node in redis_cluster.primaries():  # every flush waited for the shard's replica
+            waits += int(node.node_client().info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+        assert waits >= 3
     finally:
         for s in states:
             await s.stop()
