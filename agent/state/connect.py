@@ -57,13 +57,23 @@ async def detect_cluster(cfg: StateConfig, kwargs: dict[str, Any]) -> bool:
     if str(cfg.url).startswith("unix://"):
         return False
     import redis.asyncio as aioredis
+    from redis.exceptions import ResponseError
 
     probe = aioredis.Redis.from_url(str(cfg.url), **kwargs)
     try:
-        info = await probe.info("cluster")
+        try:
+            info = await probe.info("cluster")
+            return bool(int(info.get("cluster_enabled", 0) or 0))
+        except ResponseError:  # INFO not allowed (an ACL, a managed service): CLUSTER INFO answers only in cluster mode
+            try:
+                await probe.execute_command("CLUSTER", "INFO")
+            except ResponseError as exc:
+                if "disabled" in str(exc).lower():
+                    return False
+                raise
+            return True
     finally:
         await probe.aclose()
-    return bool(int(info.get("cluster_enabled", 0) or 0))
 
 
 def make_client(cfg: StateConfig, kwargs: dict[str, Any], cluster: bool) -> Any:
