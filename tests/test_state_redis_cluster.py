@@ -200,6 +200,34 @@ async def test_a_slot_moving_to_another_primary_mid_traffic_loses_nothing(redis_
         await state.stop()
 
 
+async def test_a_claim_waits_out_one_failover_but_not_a_whole_outage(redis_cluster: RedisClusterServer,
+                                                                     tmp_path: Path) -> None:
+    """During an outage the first claim waits `failover_timeout`; later ones fail at once (then: send anyway)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    # flush_interval long: no background probe during the test (the simulated outage is the claims' only)
+    state = make_state(redis_cluster, tmp_path, "gw:outage:", failover_timeout="1s", flush_interval="60s")
+    await state.start()
+    try:
+        async def unreachable(*_args: Any) -> Any:
+            raise RedisConnectionError("Connection refused (simulated: every node away)")
+
+        state._confirmed_eval = unreachable  # type: ignore[method-assign]
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable):
+            await state.claim("page-1", "task-a", 30.0)
+        assert time.monotonic() - started >= 1.0  # waited for a failover that did not come
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable):
+            await state.claim("page-2", "task-a", 30.0)
+        assert time.monotonic() - started < 0.5  # the same outage: no second wait
+        del state._confirmed_eval
+        await state._probe()  # Redis answers again: the next outage gets its wait again
+        assert state.up and await state.claim("page-3", "task-a", 30.0)
+    finally:
+        await state.stop()
+
+
 async def test_primary_killed_mid_traffic_replica_takes_over_nothing_lost_or_doubled(
         redis_cluster: RedisClusterServer, tmp_path: Path) -> None:
     """SIGKILL of the primary that holds a budget and a claim; its replica is promoted.

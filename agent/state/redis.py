@@ -54,9 +54,10 @@ from agent.configtypes import ConfigError
 from agent.state.base import StateUnavailable
 from agent.state.config import StateConfig, display_url
 from agent.state.connect import client_kwargs, detect_cluster, make_client, replicas_of
-from agent.state.increments import APPLY_SCRIPT, Batch, IncrementQueue, KeyOps, added, batch_args
+from agent.state.increments import APPLY_SCRIPT, Batch, IncrementQueue, added, batch_args
 from agent.state.metrics import StateMetrics
 from agent.state.slots import DOC_TAG, group_by_tag, seq_key, tagged
+from agent.state.spill import read_spill, write_spill
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class RedisState:
         self._up = False
         self._last_ok = 0.0  # monotonic time of the last round trip that worked
         self._down_since = clock()
+        self._claims_gave_up: float | None = None  # the outage (its _down_since) a claim already waited out
         self._last_error = "not connected yet"
         self.metrics = StateMetrics(registry)
         self.metrics.up = lambda: 1.0 if self._up else 0.0
@@ -537,13 +539,18 @@ class RedisState:
         args = [owner, max(1, int(ttl * 1000))]
         if not self.cluster or self.config.failover_timeout <= 0:
             return bool(await self._call("claim", lambda r: self._confirmed_eval(r, CLAIM_SCRIPT, rkey, args)))
+        # one wait per outage: once a claim waited it out, the next ones fail at once until Redis answers again
+        # (a whole-cluster outage must not hold every due notification up for failover_timeout each)
+        fail_fast = not self._up and self._claims_gave_up == self._down_since
         deadline = time.monotonic() + float(self.config.failover_timeout)
         while True:
             try:
                 return bool(await self._call("claim", lambda r: self._confirmed_eval(r, CLAIM_SCRIPT, rkey, args),
-                                             fail_fast=False))
+                                             fail_fast=fail_fast))
             except StateUnavailable:
-                if self._stopping or time.monotonic() >= deadline:
+                if fail_fast or self._stopping or time.monotonic() >= deadline:
+                    if not self._up:
+                        self._claims_gave_up = self._down_since
                     raise
                 await asyncio.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
 
@@ -588,44 +595,23 @@ class RedisState:
     def _spill(self) -> None:
         if self.queue.size:
             self.inflight.extend(self.queue.take(self.instance, self._seq, BATCH_FIELDS))
-        if not self.inflight or self.spill_path is None:
-            if self.inflight:
-                log.error("state: %d increments not sent to redis at shutdown (no state_dir to keep them)",
-                          self.queued())
+        if not self.inflight:
             return
-        doc = {"batches": [{"instance": b.instance, "seq": b.seq,
-                            "keys": {k: {"fields": ops.fields, "ttl": ops.ttl, "deadline": ops.deadline}
-                                     for k, ops in b.keys.items()}} for b in self.inflight]}
+        if self.spill_path is None:
+            log.error("state: %d increments not sent to redis at shutdown (no state_dir to keep them)", self.queued())
+            return
         try:
-            self.spill_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.spill_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(doc))
-            os.replace(tmp, self.spill_path)
+            write_spill(self.spill_path, self.inflight)
             log.warning("state: redis unreachable at shutdown; %d increments kept in %s for the next start",
                         self.queued(), self.spill_path)
         except OSError as exc:
             log.error("state: could not keep %d unsent increments: %s", self.queued(), exc)
 
     def _load_spill(self) -> None:
-        path = self.spill_path
-        if path is None or not path.exists():
+        if self.spill_path is None:
             return
-        try:
-            doc = json.loads(path.read_text())
-            batches = []
-            for item in doc.get("batches", []):
-                keys = {}
-                for key, ops in item["keys"].items():
-                    fields = {name: [op, tuple(value) if isinstance(value, list) else float(value)]
-                              for name, (op, value) in ops["fields"].items()}
-                    keys[key] = KeyOps(fields, ops.get("ttl"), ops.get("deadline"))
-                batches.append(Batch(str(item["instance"]), int(item["seq"]), keys))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.error("state: unreadable %s (%s); its increments are lost", path, exc)
-            batches = []
+        batches = read_spill(self.spill_path)
         self.inflight = batches + self.inflight
-        with contextlib.suppress(OSError):
-            path.unlink()
         if batches:
             log.info("state: %d increments from the last run queued for redis", self.queued())
 
