@@ -29,6 +29,8 @@ NODE_TIMEOUT_MS = 2000
 
 
 class ClusterNode(RedisServer):
+    """One cluster node: a redis-server with cluster mode on, its own bus port, TLS when given."""
+
     def __init__(self, workdir: Path, tls: tuple[Path, Path] | None, password: str) -> None:
         super().__init__(workdir, password=password, tls=tls)
         self.bus_port = free_port()
@@ -67,6 +69,8 @@ class ClusterNode(RedisServer):
 
 
 class RedisClusterServer:
+    """Three primaries (and `replicas` each) made into one cluster by redis-cli; what the tests point sidecars at."""
+
     def __init__(self, workdir: Path, replicas: int = 0, password: str = PASSWORD, tls: bool = True) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
