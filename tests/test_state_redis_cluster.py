@@ -42,6 +42,11 @@ def make_state(cluster: RedisClusterServer, tmp_path: Path, prefix: str, name: s
     return RedisState(cfg, registry, tmp_path / f"state-{name}")
 
 
+def _calls(node: Any, command: str) -> int:
+    stats = node.node_client().info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
 def total(cluster: RedisClusterServer, key: str, field: str) -> float:
     return float(cluster.client().hget(key, field) or 0.0)
 
@@ -163,14 +168,16 @@ async def test_a_slot_moving_to_another_primary_mid_traffic_loses_nothing(redis_
         src_id, dst_id = src.execute_command("CLUSTER", "MYID"), dst.execute_command("CLUSTER", "MYID")
         dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
         src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
-        # half-way: new keys of the slot go to the target (ASK); the data is still on the source
+        names = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+        assert key in names  # the budget hash and this process's sequence key move together
+        src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "AUTH", redis_cluster.password,
+                            "KEYS", *names)
+        asking = _calls(target, "asking")
+        # half-way: the source no longer has the keys, so it answers ASK and the client asks the target
         for _ in range(10):
             await state.incr_many("spend:2026-12", {"team": 0.5})
             await state.flush()
-        names = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
-        if names:
-            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "AUTH", redis_cluster.password,
-                                "KEYS", *names)
+        assert _calls(target, "asking") > asking
         for node in redis_cluster.primaries():  # replicas learn it from their primaries
             node.node_client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
         for _ in range(10):  # now every command for the slot is MOVED until the client learns
