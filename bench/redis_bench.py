@@ -66,11 +66,11 @@ class Redis:
         self.process.stop(10)
 
 
-def config(redis_url: str | None) -> dict:
+def config(redis_url: str | None, **state: str) -> dict:
     data = support.catalog_config()
     data["prometheus"] = {"process_metrics": True}
     if redis_url:
-        data["state"] = {"url": redis_url, "key_prefix": "bench:", "flush_interval": "1s"}
+        data["state"] = {"url": redis_url, "key_prefix": "bench:", "flush_interval": "1s", **state}
     return data
 
 
@@ -80,7 +80,9 @@ def run_once(label: str, items: list[dict], redis: Redis | None, concurrency: in
     payloads = support.bodies(support.retime(items), 100)
     warm = support.bodies(support.events(items, min(len(items), 2000), seed=99), 100)
     with support.workdir("redis") as tmp:
-        server = support.GatewatchServer(config(redis.url if redis else None), Path(tmp), server_cpu)
+        where = redis.state_config() if redis is not None and hasattr(redis, "state_config") else {}
+        where.pop("url", None)
+        server = support.GatewatchServer(config(redis.url if redis else None, **where), Path(tmp), server_cpu)
         try:
             url = server.url + ROUTE
             asyncio.run(support.post_all(url, warm, concurrency))

@@ -6,6 +6,7 @@ need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)  # redis-cli --cluster create (cluster tests)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)  # validates deploy/compose (no engine needed)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -20,6 +21,9 @@ $SUDO apt-get update -qq
 # --no-install-recommends keeps it small; the packages' own services are not started here
 $SUDO apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
 # Debian starts the services on install; the tests run their own instances on random ports
-$SUDO systemctl stop prometheus redis-server 2>/dev/null || true
-pkill -x prometheus 2>/dev/null || true
-pkill -x redis-server 2>/dev/null || true
+# (only the services of the packages installed just now: never other processes of the same name)
+for svc in prometheus redis-server; do
+  if printf '%s\n' "${need[@]}" | grep -qx "$svc"; then
+    $SUDO systemctl stop "$svc" 2>/dev/null || $SUDO service "$svc" stop 2>/dev/null || true
+  fi
+done

@@ -28,8 +28,9 @@ requires_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server n
 
 class RedisServer:
     def __init__(self, workdir: Path, port: int | None = None, password: str | None = None,
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, extra_args: list[str] | None = None) -> None:
         self.dir = workdir
+        self.extra_args = list(extra_args or [])
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.password = password
@@ -53,7 +54,17 @@ class RedisServer:
             args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self._wait_listening(timeout)
+        return self
+
+    def state_config(self) -> dict[str, str]:
+        """The `state:` keys a sidecar needs to reach this server."""
+        return {"url": self.url}
+
+    def _wait_listening(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -65,7 +76,6 @@ class RedisServer:
                 if time.monotonic() > deadline:
                     raise RuntimeError("redis-server did not start") from None
                 time.sleep(0.05)
-        return self
 
     def client(self):  # a plain synchronous client for assertions
         import redis

@@ -11,6 +11,11 @@ post) are split across three sidecars, and the receiver process must see:
 - a sidecar SIGKILLed while holding a notification claim: another one delivers (the
   resolve after a delivered page; the page itself when it died before delivering);
 - Redis stopped for 30 s while traffic goes on: not one budget increment lost.
+
+Every test runs twice: against one redis-server, and against a Redis Cluster of three
+primaries with TLS and a password (as ElastiCache Serverless is), shared by the module
+and emptied between tests. tests/test_state_cluster_failover.py adds replicas and kills a
+primary during a storm.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import pytest
 from tests.cluster_support import Sidecar, fixture_sum, notifications, retimed_body, sidecar_config
 from tests.conftest import batch_files
 from tests.notify_support import ReceiverProcess, until
+from tests.redis_cluster_support import REDIS_CLI, RedisClusterServer
 from tests.redis_support import RedisServer, requires_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, requires_redis]
@@ -64,8 +70,22 @@ groups:
 """
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    if REDIS_CLI is None:
+        pytest.skip("redis-cli not installed")
+    cluster = RedisClusterServer(tmp_path_factory.mktemp("redis-cluster")).create()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(params=["node", "cluster"])
+def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "cluster":
+        cluster: RedisClusterServer = request.getfixturevalue("shared_cluster")
+        cluster.flushall()
+        yield cluster
+        return
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.close()
@@ -96,15 +116,17 @@ class Cluster:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, redis_server: RedisServer, receiver: ReceiverProcess) -> AsyncIterator[Any]:
+async def cluster(tmp_path: Path, redis_server: Any, receiver: ReceiverProcess) -> AsyncIterator[Any]:
     started: list[Sidecar] = []
 
     async def start(budget_limit: float = 1e9, storm_above: int = 1000, n: int = 3) -> Cluster:
         rules = tmp_path / "rules.yml"
         rules.write_text(rules_yaml(budget_limit, storm_above))
+        where = redis_server.state_config()
+        extra = {k: v for k, v in where.items() if k != "url"}
         sidecars = [Sidecar(i, tmp_path / f"sidecar{i}",
-                            sidecar_config(i, tmp_path / f"sidecar{i}", redis_server.url, rules,
-                                           receiver.url("/hook"))) for i in range(n)]
+                            sidecar_config(i, tmp_path / f"sidecar{i}", where["url"], rules,
+                                           receiver.url("/hook"), **extra)) for i in range(n)]
         started.extend(sidecars)
         await asyncio.gather(*(s.ready() for s in sidecars))
         return Cluster(sidecars)
@@ -129,16 +151,16 @@ async def settle(receiver: ReceiverProcess, seconds: float = 3.0) -> list[dict[s
     return await receiver.accepted()
 
 
-def redis_total(server: RedisServer, model_group: str = "gpt-lab") -> float:
+def redis_total(server: Any, model_group: str = "gpt-lab") -> float:
     client = server.client()
     total = 0.0
-    for key in client.keys("gw:test:ctr:*"):
+    for key in client.scan_iter(match="gw:test:ctr:*"):
         total += float(client.hget(key, f'["{model_group}"]') or 0.0)
     return total
 
 
 async def test_global_budget_fires_once_at_the_right_total(cluster: Any, receiver: ReceiverProcess,
-                                                           redis_server: RedisServer) -> None:
+                                                           redis_server: Any) -> None:
     bodies = spend_bodies(rounds=3)
     expected, smallest = fixture_sum(bodies, "cost_usd", "gpt-lab")
     assert expected > 0 and smallest > 0
@@ -253,7 +275,7 @@ async def test_killing_the_holder_before_it_delivered_hands_the_page_over(cluste
 
 
 async def test_redis_down_30s_loses_no_budget_increment(cluster: Any, receiver: ReceiverProcess,
-                                                        redis_server: RedisServer) -> None:
+                                                        redis_server: Any) -> None:
     first, during = spend_bodies(rounds=1), [retimed_body(f.name, f"out{r}") for r in range(2) for f in batch_files()]
     expected, smallest = fixture_sum(first + during, "cost_usd", "gpt-lab")
     before, _ = fixture_sum(first, "cost_usd", "gpt-lab")

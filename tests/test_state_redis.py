@@ -107,7 +107,7 @@ async def test_json_documents_list_by_prefix_and_expire(redis_server: RedisServe
         # everything lives under the prefix; the expired document left the index too
         client = redis_server.client()
         assert all(k.startswith("gatewatch:") for k in client.keys("*"))
-        assert client.zrange("gatewatch:docs:index", 0, -1) == ["notify/nflog/x"]
+        assert client.zrange("gatewatch:docs:{doc}", 0, -1) == ["notify/nflog/x"]
     finally:
         await state.stop()
 
@@ -140,12 +140,12 @@ async def test_counters_add_up_across_sidecars(redis_server: RedisServer, tmp_pa
         await b.incr_many("spend:2026-11", {'["team-a"]': 0.5})
         assert await b.get_counters("spend:2026-11") == {'["team-a"]': 0.75, '["team-b"]': 1.0}
         client = redis_server.client()
-        assert {k: float(v) for k, v in client.hgetall("gatewatch:ctr:spend:2026-11").items()} == {
+        assert {k: float(v) for k, v in client.hgetall("gatewatch:ctr:{spend:2026-11}").items()} == {
             '["team-a"]': 0.75, '["team-b"]': 1.0}
-        assert 3500 < client.ttl("gatewatch:ctr:spend:2026-11") <= 3600
+        assert 3500 < client.ttl("gatewatch:ctr:{spend:2026-11}") <= 3600
         # the background flusher sends without a read
         await a.incr_many("spend:2026-11", {'["team-a"]': 1.0})
-        await until(lambda: float(client.hget("gatewatch:ctr:spend:2026-11", '["team-a"]')) == 1.75,
+        await until(lambda: float(client.hget("gatewatch:ctr:{spend:2026-11}", '["team-a"]')) == 1.75,
                     what="the periodic flush")
     finally:
         await a.stop()
@@ -159,13 +159,13 @@ async def test_a_batch_retried_after_a_lost_answer_is_applied_once(redis_server:
     try:
         batch = Batch(state.instance, 1, {state.key("ctr", "x"): KeyOps({"f": [ADD, 1.5]}, 60.0)})
         later = Batch(state.instance, 2, {state.key("ctr", "x"): KeyOps({"f": [ADD, 2.0]}, 60.0)})
-        assert await state._execute([batch], []) == [1]
+        assert await state._execute([batch], []) == ([1], [])
         # the answer was lost: the client retries the same batch, followed by a newer one
-        assert await state._execute([batch, later], [state.key("ctr", "x")]) == [0, 1, {"f": "3.5"}]
-        assert await state._execute([later], []) == [0]
+        assert await state._execute([batch, later], [state.key("ctr", "x")]) == ([0, 1], [{"f": "3.5"}])
+        assert await state._execute([later], []) == ([0], [])
         other = Batch("other-process", 1, {state.key("ctr", "x"): KeyOps({"f": [ADD, 1.0]}, 60.0)})
-        assert await state._execute([other], []) == [1]  # sequence numbers are per process
-        assert redis_server.client().hget("gatewatch:ctr:x", "f") == "4.5"
+        assert await state._execute([other], []) == ([1], [])  # sequence numbers are per process
+        assert redis_server.client().hget("gatewatch:ctr:{x}", "f") == "4.5"
     finally:
         await state.stop()
 
@@ -191,6 +191,31 @@ async def test_min_max_latest_and_set_operations(redis_server: RedisServer, tmp_
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_with_a_replica_a_flush_returns_once_the_replica_has_it(tmp_path: Path) -> None:
+    """WAIT 1 ends the round trip: what the flush acknowledged survives the primary's death."""
+    primary = RedisServer(tmp_path / "primary").start()
+    replica = RedisServer(tmp_path / "replica", extra_args=["--replicaof", "127.0.0.1", str(primary.port)]).start()
+    try:
+        await until(lambda: primary.client().info("replication").get("slave0", {}).get("state") == "online",
+                    limit=60, what="the replica in sync")
+        state = make_state(primary.url, tmp_path)
+        await state.start()
+        try:
+            for i in range(5):
+                await state.incr_many("spend", {"team": 1.5})
+                await state.flush()
+                # no waiting: the flush returned, so the replica has it already
+                assert float(replica.client().hget("gatewatch:ctr:{spend}", "team")) == 1.5 * (i + 1)
+            assert await state.claim("page", "task-a", 30.0)
+            assert replica.client().get("gatewatch:claim:page") == "task-a"
+            assert int(primary.client().info("commandstats")["cmdstat_wait"]["calls"]) >= 6
+        finally:
+            await state.stop()
+    finally:
+        replica.close()
+        primary.close()
 
 
 # -- claims ---------------------------------------------------------------------------------
@@ -249,7 +274,7 @@ async def test_redis_restart_loses_no_increment_and_fails_fast_meanwhile(tmp_pat
         server.start()  # same port, data from the dump
         await until(lambda: state.up and state.queued() == 0, limit=10, what="catch-up after restart")
         client = server.client()
-        remote = {k: float(v) for k, v in client.hgetall("gatewatch:ctr:spend").items()}
+        remote = {k: float(v) for k, v in client.hgetall("gatewatch:ctr:{spend}").items()}
         assert remote == {"team": pytest.approx(total), **{f"new-{i}": 10.0 for i in range(5)}}
         assert state.healthy()[1] == f"redis 127.0.0.1:{server.port}/0 up (prefix gatewatch:); 0 increments queued"
     finally:
@@ -276,7 +301,7 @@ async def test_frozen_redis_times_out_then_applies_every_batch_once(tmp_path: Pa
         server.resume()
         await until(lambda: state.up and state.queued() == 0, limit=10, what="catch-up after the freeze")
         await asyncio.sleep(0.5)  # anything still in the server's input buffers has run by now
-        assert float(server.client().hget("gatewatch:ctr:spend", "team")) == expected
+        assert float(server.client().hget("gatewatch:ctr:{spend}", "team")) == expected
     finally:
         await state.stop()
         server.close()
@@ -318,7 +343,7 @@ async def test_unreachable_at_start_then_up(tmp_path: Path) -> None:
         await state.incr_many("spend", {"team": 1.0})
         server.start()
         await until(lambda: state.up and state.queued() == 0, limit=10, what="first connection")
-        assert server.client().hget("gatewatch:ctr:spend", "team") == "1"
+        assert server.client().hget("gatewatch:ctr:{spend}", "team") == "1"
         assert sample(registry, "gatewatch_state_flushed_increments_total") == 1.0
     finally:
         await state.stop()

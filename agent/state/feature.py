@@ -37,8 +37,10 @@ def install(app: GatewatchApp) -> None:
     checks = getattr(app, "config_checks", None)
     if checks is None:
         checks = app.config_checks = []  # type: ignore[attr-defined]
-    checks.append(lambda: [f"state: redis {state.display}, key prefix {state.prefix!r}, flush every "
-                           f"{state.config.flush_interval:g}s, claim lease {state.config.claim_ttl:g}s"])
+    cluster = {True: "cluster", False: "single node", "auto": "cluster: auto"}[state.config.cluster]
+    auth = f", IAM auth as {state.config.iam_auth.user}" if state.config.iam_auth else ""
+    checks.append(lambda: [f"state: redis {state.display} ({cluster}{auth}), key prefix {state.prefix!r}, flush "
+                           f"every {state.config.flush_interval:g}s, claim lease {state.config.claim_ttl:g}s"])
     engine = getattr(app, "rule_engine", None)
     if engine is None:
         return

@@ -44,6 +44,7 @@ class Batch:
     seq: int
     keys: dict[str, KeyOps]
     attempts: int = 0
+    unconfirmed: int = 0  # round trips that applied it but could not confirm a replica has it (WAIT)
 
     def __len__(self) -> int:
         return sum(len(k.fields) for k in self.keys.values())
@@ -168,11 +169,15 @@ class IncrementQueue:
         return batches
 
 
-def batch_args(batch: Batch, seq_ttl_ms: int) -> tuple[list[str], list[str]]:
-    """KEYS (data keys; the caller puts the sequence key first) and ARGV of the apply script."""
+def batch_args(batch: Batch, seq_ttl_ms: int, only: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """KEYS (data keys; the caller puts the sequence key first) and ARGV of the apply script.
+
+    `only`: the batch's keys that share one Redis Cluster slot (one script call per slot).
+    """
     keys: list[str] = []
     argv: list[str] = [str(batch.seq), str(seq_ttl_ms)]
-    for key, ops in batch.keys.items():
+    for key in (only if only is not None else batch.keys):
+        ops = batch.keys[key]
         keys.append(key)
         argv.append(str(len(ops.fields)))
         argv.append(str(int(ops.ttl * 1000)) if ops.ttl else "0")
@@ -196,12 +201,17 @@ def added(batches: Iterable[Batch], key: str) -> dict[str, float]:
     return out
 
 
-# KEYS[1] = the sequence key of the batch's process, KEYS[2..] = data keys
+# KEYS[1] = the sequence key of the batch's process (for these keys' slot), KEYS[2..] = data keys
 # ARGV = seq, seq ttl ms, then per data key: nfields, ttl ms (0 = none), nfields x (field, op, value)
+# A batch applied already still writes (PEXPIRE on its sequence key): a WAIT after it then covers the
+# first application too, whichever connection made it.
 APPLY_SCRIPT = """
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local seq = tonumber(ARGV[1])
-if seq <= last then return 0 end
+if seq <= last then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local a = 3
 for i = 2, #KEYS do

@@ -1,15 +1,16 @@
 """Shared state in Redis: several sidecars act as one (budgets, global windows, silences, de-dup).
 
-Usually the Redis LiteLLM already runs for its router. Everything gatewatch writes is
-under `state.key_prefix`:
+Usually the Redis LiteLLM already runs for its router; a single node or Redis Cluster
+(ElastiCache Serverless), see connect.py. Everything gatewatch writes is under
+`state.key_prefix`, with hash tags so that one script's keys share a cluster slot (slots.py):
 
-  {prefix}doc:{key}            JSON documents (silences, notification log, alert state)
-  {prefix}docs                 sorted set indexing the documents, so listing a prefix never SCANs
-                               the whole keyspace (LiteLLM's cache may hold millions of keys)
-  {prefix}ctr:{key}            counter hashes (budget accumulators: field = label set)
-  {prefix}claim:{key}          notification claims (value = the owner)
-  {prefix}win:{rule}:{bucket}  `scope: global` rule windows (see shared_window.py)
-  {prefix}seq:{instance}       the last batch applied from one process (exactly-once batches)
+  {prefix}doc:{doc}:<key>        JSON documents (silences, notification log, alert state)
+  {prefix}docs:{doc}             sorted set indexing the documents, so listing a prefix never SCANs
+                                 the whole keyspace (LiteLLM's cache may hold millions of keys)
+  {prefix}ctr:{<key>}            counter hashes (budget accumulators: field = label set)
+  {prefix}claim:<key>            notification claims (value = the owner)
+  {prefix}win:{<rule>}:<bucket>  `scope: global` rule windows (see shared_window.py)
+  {prefix}seq:{<tag>}:<instance> the last batch of one process applied to that tag's keys
 
 The hot path never waits for Redis. Counter increments and window pre-aggregates go into a
 bounded local queue (increments.py) that a background task sends every `flush_interval`
@@ -23,6 +24,12 @@ every `flush_interval`, and flushes the queue as soon as Redis answers again. A 
 whose answer was lost is retried with its sequence number, which the Lua script uses to
 apply it exactly once. Increments still queued at shutdown are written to
 `state_dir/redis-pending.json` and sent by the next start.
+
+Failover: replication to a replica is asynchronous, so a primary that dies right after
+answering may take the last writes with it. When the primary of a slot has a replica, the
+round trip ends with `WAIT 1` on that primary; a batch counts as sent only once a replica
+has it, else it stays in flight and is sent again (skipped where it landed, thanks to the
+sequence numbers, applied again on a promoted replica that never got it).
 """
 
 from __future__ import annotations
@@ -46,8 +53,11 @@ from prometheus_client import CollectorRegistry
 from agent.configtypes import ConfigError
 from agent.state.base import StateUnavailable
 from agent.state.config import StateConfig, display_url
-from agent.state.increments import APPLY_SCRIPT, Batch, IncrementQueue, KeyOps, added, batch_args
+from agent.state.connect import client_kwargs, detect_cluster, make_client, replicas_of
+from agent.state.increments import APPLY_SCRIPT, Batch, IncrementQueue, added, batch_args
 from agent.state.metrics import StateMetrics
+from agent.state.slots import DOC_TAG, group_by_tag, seq_key, tagged
+from agent.state.spill import read_spill, write_spill
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +65,7 @@ BATCH_FIELDS = 5000  # operations per script call: keeps each call well under a 
 SEQ_TTL = 7 * 86400.0  # how long Redis remembers a process's last batch (longer than any outage we queue through)
 MAX_CACHED_COUNTERS = 10000
 SPILL_FILE = "redis-pending.json"
+MAX_UNCONFIRMED = 5  # round trips a batch waits for a replica's WAIT before it counts as sent anyway
 
 __all__ = ["RedisState", "StateUnavailable"]
 
@@ -96,7 +107,9 @@ class RedisState:
         self.spill_path = Path(state_dir) / SPILL_FILE if state_dir is not None else None
         self._secrets = [s for s in (str(config.password or ""), str(config.url or "")) if s]
         self._client: Any = None
-        self._scripts: dict[str, Any] = {}
+        self.cluster: bool | None = None  # known once connected (state.cluster: auto asks the server)
+        self._replicas = 0  # single node: its connected replicas (cluster: per slot, from the topology)
+        self._wait = True  # WAIT allowed (a managed service may refuse it; then writes are not confirmed)
         self._apply_sha = hashlib.sha1(APPLY_SCRIPT.encode()).hexdigest()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -104,6 +117,7 @@ class RedisState:
         self._up = False
         self._last_ok = 0.0  # monotonic time of the last round trip that worked
         self._down_since = clock()
+        self._claims_gave_up: float | None = None  # the outage (its _down_since) a claim already waited out
         self._last_error = "not connected yet"
         self.metrics = StateMetrics(registry)
         self.metrics.up = lambda: 1.0 if self._up else 0.0
@@ -114,6 +128,13 @@ class RedisState:
 
     # -- keys ---------------------------------------------------------------------------
     def key(self, kind: str, name: str) -> str:
+        """Where `name` of `kind` lives; the same layout on one node and on a cluster (slots.py)."""
+        if kind == "doc":
+            return f"{self.prefix}doc:{{{DOC_TAG}}}:{name}"
+        if kind == "docs":
+            return f"{self.prefix}docs:{{{DOC_TAG}}}"
+        if kind in ("ctr", "win"):
+            return tagged(self.prefix, kind, name)
         return f"{self.prefix}{kind}:{name}"
 
     @property
@@ -124,39 +145,28 @@ class RedisState:
         return len(self.queue) + sum(len(b) for b in self.inflight)
 
     # -- lifecycle ------------------------------------------------------------------------
-    def _make_client(self) -> Any:
-        cfg = self.config
-        aioredis, retry_cls, no_backoff = self._redis
-        kwargs: dict[str, Any] = {
-            "socket_timeout": float(cfg.timeout),
-            "socket_connect_timeout": float(cfg.connect_timeout),
-            "decode_responses": True,
-            "retry": retry_cls(no_backoff(), 0),  # we retry ourselves: a blind retry of HINCRBYFLOAT double counts
-            "client_name": f"gatewatch-{self.instance}",
-        }
-        if cfg.password:
-            kwargs["password"] = str(cfg.password)
-        if cfg.username:
-            kwargs["username"] = cfg.username
-        if str(cfg.url).startswith("rediss://"):
-            if cfg.tls_ca_file:
-                kwargs["ssl_ca_certs"] = cfg.tls_ca_file
-            if not cfg.tls_verify:
-                kwargs["ssl_cert_reqs"] = "none"
-                kwargs["ssl_check_hostname"] = False
-        return aioredis.Redis.from_url(str(cfg.url), **kwargs)
+    async def _connect(self) -> None:
+        """Find out single node or cluster (state.cluster: auto), then build the client."""
+        kwargs = client_kwargs(self.config, f"gatewatch-{self.instance}")
+        cluster = await detect_cluster(self.config, kwargs)
+        client = make_client(self.config, kwargs, cluster)
+        if cluster:
+            try:
+                await client.initialize()  # the topology: every primary, its slots and replicas
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+                raise
+        self._client, self.cluster = client, cluster
 
     async def start(self) -> None:
-        if self._client is not None:
+        if self._task is not None:
             return
         self._stopping = False
-        self._client = self._make_client()
-        self._scripts = {"claim": self._client.register_script(CLAIM_SCRIPT),
-                         "release": self._client.register_script(RELEASE_SCRIPT)}
         self._load_spill()
         await self._probe()
         if self._up:
-            log.info("state: redis %s (prefix %s)", self.display, self.prefix)
+            log.info("state: redis %s%s (prefix %s)", self.display, " cluster" if self.cluster else "", self.prefix)
         else:
             log.warning("state: redis %s unreachable at start (%s); running degraded until it answers",
                         self.display, self._last_error)
@@ -174,8 +184,6 @@ class RedisState:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 self._task.result()
             self._task = None
-        if self._client is None:
-            return
         self._drain(self.clock())
         if self.queued():
             if not self._up:
@@ -184,10 +192,12 @@ class RedisState:
                 with contextlib.suppress(StateUnavailable, Exception):
                     await self.flush()
         self._spill()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2.0):  # never let a stuck connection hold up shutdown
-                await self._client.aclose()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):  # never let a stuck connection hold up shutdown
+                    await self._client.aclose()
         self._client = None
+        self._up = False
 
     # -- background flusher ---------------------------------------------------------------
     def _drain(self, now: float) -> None:
@@ -226,10 +236,20 @@ class RedisState:
 
     async def _probe(self) -> None:
         try:
-            async with asyncio.timeout(float(self.config.timeout) + float(self.config.connect_timeout)):
-                await self._client.ping()
+            async with asyncio.timeout(float(self.config.timeout) + 2 * float(self.config.connect_timeout)):
+                if self._client is None:
+                    await self._connect()
+                if self.cluster:
+                    from redis.asyncio.cluster import RedisCluster
+
+                    await self._client.ping(target_nodes=RedisCluster.PRIMARIES)
+                else:
+                    await self._client.ping()
                 if not self._up:  # (re)connected: the server may have restarted without our script
                     await self._client.script_load(APPLY_SCRIPT)
+                    if not self.cluster:
+                        info = await self._client.info("replication")
+                        self._replicas = int(info.get("connected_slaves", 0) or 0)
         except Exception as exc:
             self.metrics.errors.labels("connect").inc()
             self._mark_down(exc)
@@ -263,16 +283,18 @@ class RedisState:
             raise StateUnavailable(f"redis {self.display} unavailable: {self._last_error}")
 
     def _is_down_error(self, exc: BaseException) -> bool:
-        """Connection refused/cut, timeouts, LOADING after a restart: Redis is away, not refusing us."""
-        from redis.exceptions import BusyLoadingError
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
+        """Connection refused/cut, timeouts, LOADING after a restart, a cluster failing over: Redis is away
+        (or moving), not refusing us."""
+        from redis import exceptions as e
 
-        return isinstance(exc, (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError, TimeoutError))
+        return isinstance(exc, (e.ConnectionError, e.TimeoutError, e.BusyLoadingError, e.ClusterError,
+                                e.ClusterDownError, e.TryAgainError, e.AskError, e.ReadOnlyError,
+                                e.RedisClusterException, OSError, TimeoutError))
 
-    async def _call(self, op: str, fn: Callable[[Any], Any]) -> Any:
+    async def _call(self, op: str, fn: Callable[[Any], Any], fail_fast: bool = True) -> Any:
         """One foreground operation: fail fast when down, count failures, mark down on connection errors."""
-        self._check()
+        if fail_fast or self._client is None:
+            self._check()
         try:
             async with asyncio.timeout(float(self.config.timeout) + float(self.config.connect_timeout)):
                 result = await fn(self._client)
@@ -309,11 +331,12 @@ class RedisState:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(float(self.config.timeout) * 2 + float(self.config.connect_timeout)):
-                results = await self._execute(batches, keys)
-                if any(_is_noscript(r) for r in results[:len(batches)]):
-                    # Redis restarted (or SCRIPT FLUSH): load and redo; applied batches are skipped by seq
+                outcomes, reads_raw = await self._execute(batches, keys)
+                if any(_is_noscript(r) for r in outcomes):
+                    # Redis restarted, a replica took over (SCRIPT FLUSH, a new primary): load and redo;
+                    # applied batches are skipped by seq
                     await self._client.script_load(APPLY_SCRIPT)
-                    results = await self._execute(batches, keys)
+                    outcomes, reads_raw = await self._execute(batches, keys)
         except Exception as exc:
             for batch in batches:
                 batch.attempts += 1
@@ -322,9 +345,15 @@ class RedisState:
                 self._mark_down(exc)
                 raise StateUnavailable(f"redis {self.display}: {self._last_error}") from None
             raise
-        self._mark_up()
+        down = next((r for r in [*outcomes, *reads_raw] if isinstance(r, Exception) and self._is_down_error(r)),
+                    None)
+        if down is None:
+            self._mark_up()
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
-        for batch, result in zip(batches, results, strict=False):
+        for batch, result in zip(batches, outcomes, strict=True):
+            if result is RETRY or (isinstance(result, Exception) and self._is_down_error(result)):
+                batch.attempts += 1  # a shard away or failing over: sent again, applied once
+                continue
             self.inflight.remove(batch)
             if isinstance(result, Exception):
                 # refused by Redis (not a connection problem): retrying cannot help, and a later batch of this
@@ -335,22 +364,73 @@ class RedisState:
                 continue
             self.metrics.flushed.inc(len(batch))
             self._fold(batch)
+        if down is not None:
+            self.metrics.errors.labels(op).inc()
+            self._mark_down(down)
+            raise StateUnavailable(f"redis {self.display}: {self._last_error}")
         reads: list[dict[str, str]] = []
-        for result in results[len(batches):]:
+        for result in reads_raw:
             if isinstance(result, Exception):
                 self.metrics.errors.labels(op).inc()
                 raise result
             reads.append(result or {})
         return reads
 
-    async def _execute(self, batches: list[Batch], keys: list[str]) -> list[Any]:
+    async def _execute(self, batches: list[Batch], keys: list[str]) -> tuple[list[Any], list[Any]]:
+        """One pipeline: every batch as one script call per hash tag, the reads, then WAIT where a replica is.
+
+        Returns one outcome per batch (the script's answer, its first error, or RETRY when a
+        replica did not confirm it) and the reads' answers.
+        """
+        cluster = bool(self.cluster)
+        wait_ms = max(1, int(float(self.config.timeout) * 500))
+        calls: list[list[int]] = []
+        waits: dict[str, tuple[Any, list[int]]] = {}  # primary -> (node, script calls it must confirm)
         async with self._client.pipeline(transaction=False) as pipe:
+            n = 0
             for batch in batches:
-                data_keys, argv = batch_args(batch, int(SEQ_TTL * 1000))
-                pipe.evalsha(self._apply_sha, 1 + len(data_keys), self.key("seq", batch.instance), *data_keys, *argv)
+                mine = []
+                for tag, data_keys in group_by_tag(batch.keys):
+                    args_keys, argv = batch_args(batch, int(SEQ_TTL * 1000), data_keys)
+                    skey = seq_key(self.prefix, tag, batch.instance)
+                    pipe.evalsha(self._apply_sha, 1 + len(args_keys), skey, *args_keys, *argv)
+                    mine.append(n)
+                    if self._wait:
+                        node, replicas = replicas_of(self._client, skey) if cluster else (None, self._replicas)
+                        if replicas:
+                            waits.setdefault(node.name if node is not None else "", (node, []))[1].append(n)
+                    n += 1
+                calls.append(mine)
             for key in keys:
                 pipe.hgetall(key)
-            return await pipe.execute(raise_on_error=False)
+            for node, _ in waits.values():
+                if node is not None:
+                    pipe.execute_command("WAIT", 1, wait_ms, target_nodes=node)
+                else:
+                    pipe.execute_command("WAIT", 1, wait_ms)
+            results = await pipe.execute(raise_on_error=False)
+        unconfirmed: set[int] = set()
+        for (_node, covered), acks in zip(waits.values(), results[n + len(keys):], strict=True):
+            if isinstance(acks, Exception) and not self._is_down_error(acks):
+                self._wait = False  # e.g. a managed service that refuses WAIT: its durability is its own
+                log.warning("state: redis refuses WAIT (%s); writes are not confirmed on a replica", acks)
+            elif not isinstance(acks, int) or acks < 1:
+                unconfirmed.update(covered)
+        outcomes: list[Any] = []
+        for batch, mine in zip(batches, calls, strict=True):
+            answers = [results[i] for i in mine]
+            error = next((a for a in answers if isinstance(a, Exception)), None)
+            if error is not None:
+                outcomes.append(error)
+            elif unconfirmed.intersection(mine) and batch.unconfirmed < MAX_UNCONFIRMED:
+                batch.unconfirmed += 1
+                outcomes.append(RETRY)
+            else:
+                if unconfirmed.intersection(mine):
+                    log.warning("state: no replica confirmed a batch after %d round trips; counting it as sent",
+                                batch.unconfirmed)
+                outcomes.append(answers[0] if answers else 1)
+        return outcomes, results[n:n + len(keys)]
 
     def _fold(self, batch: Batch) -> None:
         """Acknowledged increments of cached counter keys: the cache stays the best known total."""
@@ -448,13 +528,53 @@ class RedisState:
 
     # -- claims -------------------------------------------------------------------------------
     async def claim(self, key: str, owner: str, ttl: float) -> bool:
-        """Take `key` for `owner` (or extend it if already its own) for `ttl` seconds, atomically."""
-        result = await self._call("claim", lambda r: self._scripts["claim"](keys=[self.key("claim", key)],
-                                                                            args=[owner, max(1, int(ttl * 1000))]))
-        return bool(result)
+        """Take `key` for `owner` (or extend it if already its own) for `ttl` seconds, atomically.
+
+        On a cluster, a claim whose shard is failing over waits for the promoted replica (up to
+        `state.failover_timeout`) instead of failing at once: failing would make every task send.
+        The claim is confirmed on a replica (WAIT) where the shard has one, so a failover right
+        after it cannot hand the same page to a second task.
+        """
+        rkey = self.key("claim", key)
+        args = [owner, max(1, int(ttl * 1000))]
+        if not self.cluster or self.config.failover_timeout <= 0:
+            return bool(await self._call("claim", lambda r: self._confirmed_eval(r, CLAIM_SCRIPT, rkey, args)))
+        # one wait per outage: once a claim waited it out, the next ones fail at once until Redis answers again
+        # (a whole-cluster outage must not hold every due notification up for failover_timeout each)
+        fail_fast = not self._up and self._claims_gave_up == self._down_since
+        deadline = time.monotonic() + float(self.config.failover_timeout)
+        while True:
+            try:
+                return bool(await self._call("claim", lambda r: self._confirmed_eval(r, CLAIM_SCRIPT, rkey, args),
+                                             fail_fast=fail_fast))
+            except StateUnavailable:
+                if fail_fast or self._stopping or time.monotonic() >= deadline:
+                    if not self._up:
+                        self._claims_gave_up = self._down_since
+                    raise
+                await asyncio.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
 
     async def release(self, key: str, owner: str) -> None:
-        await self._call("claim", lambda r: self._scripts["release"](keys=[self.key("claim", key)], args=[owner]))
+        rkey = self.key("claim", key)
+        await self._call("claim", lambda r: r.eval(RELEASE_SCRIPT, 1, rkey, owner))
+
+    async def _confirmed_eval(self, client: Any, script: str, key: str, args: list[Any]) -> Any:
+        """EVAL, then WAIT for a replica on the same connection when the key's primary has one."""
+        node, replicas = replicas_of(client, key) if self.cluster else (None, self._replicas)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.eval(script, 1, key, *args)
+            if replicas and self._wait:
+                wait_ms = max(1, int(float(self.config.timeout) * 500))
+                if node is not None:
+                    pipe.execute_command("WAIT", 1, wait_ms, target_nodes=node)
+                else:
+                    pipe.execute_command("WAIT", 1, wait_ms)
+            results = await pipe.execute(raise_on_error=False)
+        if isinstance(results[0], Exception):
+            raise results[0]
+        if len(results) > 1 and isinstance(results[1], Exception) and not self._is_down_error(results[1]):
+            self._wait = False
+        return results[0]
 
     # -- health -------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
@@ -475,46 +595,28 @@ class RedisState:
     def _spill(self) -> None:
         if self.queue.size:
             self.inflight.extend(self.queue.take(self.instance, self._seq, BATCH_FIELDS))
-        if not self.inflight or self.spill_path is None:
-            if self.inflight:
-                log.error("state: %d increments not sent to redis at shutdown (no state_dir to keep them)",
-                          self.queued())
+        if not self.inflight:
             return
-        doc = {"batches": [{"instance": b.instance, "seq": b.seq,
-                            "keys": {k: {"fields": ops.fields, "ttl": ops.ttl, "deadline": ops.deadline}
-                                     for k, ops in b.keys.items()}} for b in self.inflight]}
+        if self.spill_path is None:
+            log.error("state: %d increments not sent to redis at shutdown (no state_dir to keep them)", self.queued())
+            return
         try:
-            self.spill_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.spill_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(doc))
-            os.replace(tmp, self.spill_path)
+            write_spill(self.spill_path, self.inflight)
             log.warning("state: redis unreachable at shutdown; %d increments kept in %s for the next start",
                         self.queued(), self.spill_path)
         except OSError as exc:
             log.error("state: could not keep %d unsent increments: %s", self.queued(), exc)
 
     def _load_spill(self) -> None:
-        path = self.spill_path
-        if path is None or not path.exists():
+        if self.spill_path is None:
             return
-        try:
-            doc = json.loads(path.read_text())
-            batches = []
-            for item in doc.get("batches", []):
-                keys = {}
-                for key, ops in item["keys"].items():
-                    fields = {name: [op, tuple(value) if isinstance(value, list) else float(value)]
-                              for name, (op, value) in ops["fields"].items()}
-                    keys[key] = KeyOps(fields, ops.get("ttl"), ops.get("deadline"))
-                batches.append(Batch(str(item["instance"]), int(item["seq"]), keys))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.error("state: unreadable %s (%s); its increments are lost", path, exc)
-            batches = []
+        batches = read_spill(self.spill_path)
         self.inflight = batches + self.inflight
-        with contextlib.suppress(OSError):
-            path.unlink()
         if batches:
             log.info("state: %d increments from the last run queued for redis", self.queued())
+
+
+RETRY = object()  # a batch applied where its answer came from, but not yet confirmed on a replica
 
 
 def _is_noscript(result: Any) -> bool:
