@@ -225,7 +225,8 @@ class RuleEngine:
         max_series = self.settings.max_series_per_rule
         if window is None and rule.scope == "global" and self.shared_windows is not None:
             window = self.shared_windows(rule, lambda: make_window(rule, self.clock, max_series))
-        return CompiledRule(rule, self.clock, max_series, window=window)
+        return CompiledRule(rule, self.clock, max_series, window=window,
+                            header_max_age=float(self.settings.header_max_age))
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:

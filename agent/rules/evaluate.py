@@ -24,6 +24,7 @@ from agent.enrich import Catalog
 from agent.events import LABEL_GETTERS, Event
 from agent.rules import template
 from agent.rules.batch import Batch, key_function
+from agent.rules.freshness import DEFAULT_MAX_AGE, Freshness
 from agent.rules.model import Rule
 from agent.rules.signals import SIGNALS
 from agent.rules.state import ActiveAlert, AlertStates, Transitions
@@ -85,7 +86,7 @@ def make_window(rule: Rule, clock: Callable[[], float], max_series: int) -> Wind
 
 class CompiledRule:
     def __init__(self, rule: Rule, clock: Callable[[], float], max_series: int = 10000,
-                 window: Window | None = None) -> None:
+                 window: Window | None = None, header_max_age: float = DEFAULT_MAX_AGE) -> None:
         self.rule = rule
         signal = SIGNALS[rule.signal]
         self.signal = signal
@@ -110,6 +111,9 @@ class CompiledRule:
         self._keys_of = key_function(self._by, self.by_getters)
         self._observe_many = getattr(self.window, "observe_many", None)
         self._observe_outcome_many = getattr(self.window, "observe_outcome_many", None)
+        # the latest reading of a signal that goes stale, read while fresh (aggregate `last` only)
+        self.freshness = (Freshness(signal.expires, header_max_age)
+                          if signal.expires is not None and rule.aggregate == "last" else None)
 
     # -- hot path ----------------------------------------------------------------------
     def observe_batch(self, batch: Batch) -> None:
@@ -122,6 +126,10 @@ class CompiledRule:
                                            self.keep_empty)
         if not keys:
             return
+        if self.freshness is not None:
+            fkeys, ftimes, fvalid = batch.select(kinds, self._by, self._keys_of, self.freshness.expires, self.where,
+                                                 self.keep_empty)
+            self.freshness.observe_many(fkeys, ftimes, fvalid)
         window = self.window
         if outcome is not None:
             if self._observe_outcome_many is not None:
@@ -158,6 +166,10 @@ class CompiledRule:
             self.window.observe_outcome(key, e.time, hit)  # type: ignore[arg-type]
         else:
             self.window.observe(key, e.time, value)
+            if self.freshness is not None:
+                seconds = self.freshness.expires(e)
+                if seconds is not None:
+                    self.freshness.observe(key, e.time, seconds)
 
     # -- evaluation ----------------------------------------------------------------------
     def labels_for(self, key: Key) -> dict[str, str]:
@@ -220,6 +232,8 @@ class CompiledRule:
                 values = np.where(cnt > 0, view.max, np.nan)
             elif agg == "last":
                 present = view.last_time > now - rule.over
+                if self.freshness is not None:
+                    present &= self.freshness.mask(view.keys, view.last_time, now)
                 values = np.where(present, view.last_value, np.nan)
                 cnt = present.astype(np.float64)
             elif agg == "consecutive":
@@ -334,6 +348,8 @@ class CompiledRule:
             self._render(active[key], count, threshold)
         horizon = self.rule.forget_after if self.rule.aggregate == "absent" else self.rule.over + self.rule.over / 10
         self.window.forget(now, horizon, set(self.states.active))
+        if self.freshness is not None:
+            self.freshness.forget(now, horizon)
         return transitions
 
     def _render(self, alert: ActiveAlert, count: float, threshold: float, extra: Mapping[str, Any] | None = None

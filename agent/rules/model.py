@@ -64,7 +64,9 @@ class RuleSetError(ValueError):
 # -- small value types ---------------------------------------------------------------
 
 
-EXTRA_LABELS = ("endpoint",)  # event attrs some sources set (health poller: readiness / liveliness)
+# event attrs some sources set (health poller: endpoint readiness / liveliness, the task it runs
+# in, `starting` while the proxy was never seen up within litellm.start_grace)
+EXTRA_LABELS = ("endpoint", "task", "starting")
 
 
 def label_valid(name: str) -> bool:
