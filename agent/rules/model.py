@@ -66,7 +66,9 @@ class RuleSetError(ValueError):
 
 # event attrs some sources set (health poller: endpoint readiness / liveliness, the task it runs
 # in, `starting` while the proxy was never seen up within litellm.start_grace)
-EXTRA_LABELS = ("endpoint", "task", "starting")
+# LiteLLM alert webhooks: `event` (WebhookEvent.event or the slack-format alert type), `event_group`,
+# `max_budget`, `level`
+EXTRA_LABELS = ("endpoint", "task", "starting", "event", "event_group", "max_budget", "level")
 
 
 def label_valid(name: str) -> bool:

@@ -163,6 +163,20 @@ def _proxy_down_seconds(e: Event) -> float | None:
     return float(down) if isinstance(down, (int, float)) else 0.0
 
 
+def _litellm_budget_alert(e: Event) -> float | None:
+    # LiteLLM's structured WebhookEvent (alerting: ["webhook"]): the spend it reports
+    if e.source != "webhook" or e.attrs.get("format") != "webhook_event":
+        return None
+    return e.value if e.value is not None else 0.0
+
+
+def _litellm_alert(e: Event) -> float | None:
+    # a slack-format alert body LiteLLM sent (outage_alerts, llm_too_slow, db_exceptions, ...)
+    if e.source != "webhook" or e.attrs.get("format") != "slack":
+        return None
+    return e.value if e.value is not None else 1.0
+
+
 def _remaining_requests(e: Event) -> float | None:
     return e.remaining_requests
 
@@ -270,6 +284,13 @@ SIGNALS: dict[str, Signal] = {
                SECONDS_BOUNDS, default_aggregate="last", percentiles=False,
                doc="seconds since the proxy's health endpoint last answered OK (since the sidecar started "
                    "if it never did); 0 while it answers"),
+        Signal("litellm_budget_alert", frozenset({Kind.BUDGET}), _litellm_budget_alert, "USD",
+               default_aggregate="last", percentiles=False,
+               doc="LiteLLM's budget WebhookEvents (budget_crossed, threshold_crossed, ...): the spend they report"),
+        Signal("litellm_alerts", frozenset({Kind.BUDGET, Kind.PROXY_ERROR}), _litellm_alert, "alerts",
+               default_aggregate="sum", percentiles=False,
+               doc="LiteLLM's slack-format alerts (outage_alerts, cooldown_deployment, llm_too_slow, ...): "
+                   "alerts LiteLLM sent, with its [Num Alerts: n] digests counted n times"),
         Signal("proxy_errors", frozenset({Kind.PROXY_ERROR}), _one, "errors", default_aggregate="count",
                percentiles=False, doc="errors in the proxy's logs and LiteLLM alert webhooks"),
         Signal("remaining_requests", _REQ, _remaining_requests, "requests", default_aggregate="min", quota=True,
