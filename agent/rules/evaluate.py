@@ -343,6 +343,8 @@ class CompiledRule:
             true[key] = value_list[i]
             extra[key] = (count_list[i], thr_list[i] if thr_list is not None else scalar_thr)
         transitions = self.states.update(now, true, self.labels_for)
+        if transitions.resolved:
+            self._at_resolve(transitions, values, view)
         active = self.states.active
         for key, (count, threshold) in extra.items():
             self._render(active[key], count, threshold)
@@ -351,6 +353,38 @@ class CompiledRule:
         if self.freshness is not None:
             self.freshness.forget(now, horizon)
         return transitions
+
+    # aggregates whose value is the count of the problem's own events: zero is a real reading
+    OCCURRENCE_AGGREGATES = ("count", "sum", "rate", "absent")
+
+    def _at_resolve(self, transitions: Transitions, values: np.ndarray, view: WindowView) -> None:
+        """A resolved alert carries the value now, not the one it fired with, and says whether the
+        rule still had data: traffic that stopped is not a fix (issue 18)."""
+        rows = {key: row for row, key in enumerate(view.keys[: view.n]) if key is not None}
+        occurrences = self.rule.aggregate in self.OCCURRENCE_AGGREGATES
+        for alert, _ in transitions.resolved:
+            row = rows.get(alert.key)
+            value = float(values[row]) if row is not None else math.nan
+            count = float(view.count[row]) if row is not None else 0.0
+            if occurrences:
+                alert.value = value if not math.isnan(value) else 0.0
+                if self.rule.aggregate != "absent" and row is not None and math.isfinite(view.last_time[row]):
+                    alert.last_seen, alert.window = float(view.last_time[row]), float(self.rule.over)
+                continue
+            alert.no_data = math.isnan(value) or count < max(1, self.rule.min_events)
+            alert.value = None if alert.no_data else value  # type: ignore[assignment]
+
+    @property
+    def unit(self) -> str:
+        """The unit of this rule's value (agent/alerts/units.py formats it)."""
+        agg = self.rule.aggregate
+        if agg == "absent":
+            return "seconds"
+        if agg == "rate":
+            return f"{self.signal.unit}/s" if self.signal.unit else "per second"
+        if agg == "count" and self.signal.unit in ("ratio", "seconds", "USD", "state", "up"):
+            return "events"
+        return self.signal.unit
 
     def _render(self, alert: ActiveAlert, count: float, threshold: float, extra: Mapping[str, Any] | None = None
                 ) -> None:
