@@ -115,3 +115,29 @@ async def test_a_proxy_gone_for_good_pages_with_the_time_since_it_was_last_up(pr
     down_for = at - 120  # last answered OK at 120 s
     minutes, seconds = divmod(int(down_for), 60)
     assert f"for {minutes}m {seconds}s" in annotations["summary"], (annotations["summary"], down_for)
+
+
+async def test_the_task_is_the_ecs_task_arn_from_the_metadata_endpoint(monkeypatch):
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from agent.sources.task import task_identity
+    from tests.conftest import free_port
+
+    arn = "arn:aws:ecs:eu-west-1:222222222222:task/prod/9f1c"
+    async def task(request: web.Request) -> web.Response:
+        return web.json_response({"TaskARN": arn, "Family": "litellm"})
+
+    app = web.Application()
+    app.router.add_get("/v4/abc/task", task)
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    await server.start_server()
+    try:
+        monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", f"http://127.0.0.1:{server.port}/v4/abc")
+        assert await task_identity() == arn
+    finally:
+        await server.close()
+    monkeypatch.delenv("ECS_CONTAINER_METADATA_URI_V4")
+    import socket
+
+    assert await task_identity() == socket.gethostname()
