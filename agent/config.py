@@ -53,6 +53,8 @@ class LiteLLMConfig:
     model_info_interval: Duration = Duration(300)  # /model/info catalog refresh
     request_timeout: Duration = Duration(10)
     deployment_health_timeout: Duration = Duration(120)  # /health waits for every deployment's check
+    # no ProxyDown before the proxy was seen up once or this long after the sidecar started
+    start_grace: Duration = Duration(300)
     tail: TailConfig = field(default_factory=TailConfig)  # how litellm.logs are followed
 
 

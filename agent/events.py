@@ -104,6 +104,10 @@ class Event:
     remaining_tokens: float | None = None
     limit_requests: float | None = None
     limit_tokens: float | None = None
+    # seconds after `time` until the provider's window resets (x-ratelimit-reset-*): a remaining
+    # reading says nothing once its window has reset (agent/rules/freshness.py)
+    reset_requests: float | None = None
+    reset_tokens: float | None = None
 
     # who
     key_hash: str = ""

@@ -191,6 +191,9 @@ class NotifyConfig:
     mute_time_intervals: list[MuteTimeIntervalConfig] = field(default_factory=list)
     resolve_timeout: Duration = Duration(300)  # a firing alert not re-sent for this long counts as resolved
     external_url: str | None = None  # link shown in messages (e.g. the Grafana dashboard)
+    # Grafana dashboard base URL: each message links it with the alert's locating labels as
+    # `var-<label>=<value>` (model_group, deployment, aws_account, aws_region)
+    dashboard_url: str | None = None
     task_id: str | None = None  # owner name for cross-task de-dup claims; default host-pid
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
 

@@ -36,6 +36,18 @@ class Alert:
     resolved_at: float | None = None
     rule_group: str = ""
     scope: Literal["local", "global"] = "local"
+    # what a notification needs to tell the truth (issue 18): the value's unit (agent/alerts/units.py);
+    # on resolve, how long the condition held and how long keep_firing_for kept it firing after,
+    # and whether it resolved because no data reached the rule (not seen fixed); the task whose
+    # own view a `scope: local` alert is
+    unit: str = ""
+    held_for: float | None = None
+    kept_for: float | None = None
+    no_data: bool = False
+    task: str = ""
+    # rules that count occurrences (a cooldown, a refusal): the condition holds until the window
+    # `window` seconds long has none; held_for then spans the occurrences only
+    window: float | None = None
 
     @property
     def name(self) -> str:

@@ -22,6 +22,15 @@ class AlertItem:
     ends_at: float | None = None
     value: float | None = None
     fingerprint: str = ""
+    # issue 18 (see agent/alerts/model.py Alert): unit of `value`, and on resolve how long the
+    # condition held, how long keep_firing_for kept it after, whether it resolved without data;
+    # the task a `scope: local` alert comes from
+    unit: str = ""
+    held_for: float | None = None
+    kept_for: float | None = None
+    no_data: bool = False
+    task: str = ""
+    window: float | None = None
 
     @property
     def name(self) -> str:
@@ -47,6 +56,7 @@ class Notification:
     created_at: float
     external_url: str = ""
     truncated: int = 0  # alerts left out of a very large group
+    dashboard_url: str = ""  # notify.dashboard_url: the base; messages add the locating labels
 
     @property
     def firing(self) -> list[AlertItem]:

@@ -319,6 +319,7 @@ class Router:
                 alerts=items,
                 created_at=now,
                 external_url=self.config.external_url or "",
+                dashboard_url=self.config.dashboard_url or "",
                 truncated=truncated,
             )
         return Planned(note, receiver.name, group.key, nkey, firing_set, resolved_set, ckey, claim_ttl)
@@ -346,8 +347,13 @@ class Router:
     def _item(alert: Alert, status: str, fp: str) -> AlertItem:
         starts = alert.fired_at or alert.active_at or 0.0
         ends = (alert.resolved_at or None) if status == "resolved" else None
-        return AlertItem(status=status, labels=dict(alert.labels), annotations=dict(alert.annotations),
-                         starts_at=starts, ends_at=ends, value=alert.value, fingerprint=fp)
+        item = AlertItem(status=status, labels=dict(alert.labels), annotations=dict(alert.annotations),
+                         starts_at=starts, ends_at=ends, value=alert.value, fingerprint=fp, unit=alert.unit,
+                         task=alert.task)
+        if status == "resolved":
+            item.held_for, item.kept_for, item.no_data = alert.held_for, alert.kept_for, alert.no_data
+            item.window = alert.window
+        return item
 
     def _drop_resolved(self, group: Group, fps: frozenset[str] | set[str]) -> None:
         for fp in fps:

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from agent.events import Event, Kind
+from agent.parse.ratelimit import reset_seconds
 
 HEALTH_CHECK_MARKER = "litellm-internal-health-check"
 
@@ -341,6 +342,8 @@ def payload_to_event(p: Payload, capture_content: bool = False) -> Event:
         event.remaining_tokens = _num(headers.get("x_ratelimit_remaining_tokens"))
         event.limit_requests = _num(headers.get("x_ratelimit_limit_requests"))
         event.limit_tokens = _num(headers.get("x_ratelimit_limit_tokens"))
+        event.reset_requests = reset_seconds(headers.get("x_ratelimit_reset_requests"), event.time)
+        event.reset_tokens = reset_seconds(headers.get("x_ratelimit_reset_tokens"), event.time)
     if not failed and p.response != _NULL and p.response != _EMPTY:  # Raw == Raw: no copy of the body
         _read_response(event, p.response)
     if capture_content:

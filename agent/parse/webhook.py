@@ -59,14 +59,25 @@ def _webhook_event(body: dict[str, Any], now: float) -> Event:
         status="failure" if body.get("event") in ("budget_crossed", "projected_limit_exceeded") else "success",
     )
     event.attrs = {
+        "format": "webhook_event",
         "alert_type": str(body.get("event") or ""),
+        "event": str(body.get("event") or ""),
         "event_group": str(body.get("event_group") or ""),
-        "max_budget": body.get("max_budget"),
+        "max_budget": _money_label(body.get("max_budget")),
         "soft_budget": body.get("soft_budget"),
         "projected_spend": body.get("projected_spend"),
+        "projected_exceeded_date": body.get("projected_exceeded_date"),
+        "user_email": body.get("user_email"),
         "message": str(body.get("event_message") or "")[:1000],
     }
     return event
+
+
+def _money_label(value: Any) -> str:
+    """A budget as a stable label value: "10", "0.5"; "None" when LiteLLM sends none (as its metrics spell it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "None"
+    return f"{float(value):g}"
 
 
 def _slack_text(text: str, now: float) -> Event:
@@ -81,7 +92,9 @@ def _slack_text(text: str, now: float) -> Event:
     level = _LEVEL_RE.search(text)
     count = _NUM_ALERTS_RE.search(text)
     event.attrs = {
+        "format": "slack",
         "alert_type": alert_type,
+        "event": alert_type,
         "level": level.group(1) if level else "",
         "num_alerts": int(count.group(1)) if count else 1,
         "message": text[:1000],

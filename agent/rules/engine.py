@@ -38,6 +38,7 @@ from agent.rules.loader import load_rule_set
 from agent.rules.model import Group, Rule, RuleSet, RuleSetError
 from agent.rules.settings import RuleEngineConfig
 from agent.rules.state import ActiveAlert, to_alert
+from agent.sources.task import task_identity
 from agent.state.base import StateBackend
 
 if TYPE_CHECKING:
@@ -123,6 +124,7 @@ class RuleEngine:
         # set by a shared state backend (agent/state/feature.py): (rule, make local window) -> window
         # for `scope: global` rules; None = every window is local
         self.shared_windows: Callable[[Rule, Callable[[], Any]], Any] | None = None
+        self.task = ""  # this sidecar's task (ECS task ARN or host), named by `scope: local` alerts
 
     # -- ingest --------------------------------------------------------------------------
     def handle(self, events: Sequence[Event]) -> None:
@@ -225,10 +227,13 @@ class RuleEngine:
         max_series = self.settings.max_series_per_rule
         if window is None and rule.scope == "global" and self.shared_windows is not None:
             window = self.shared_windows(rule, lambda: make_window(rule, self.clock, max_series))
-        return CompiledRule(rule, self.clock, max_series, window=window)
+        return CompiledRule(rule, self.clock, max_series, window=window,
+                            header_max_age=float(self.settings.header_max_age))
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
+        if not self.task:
+            self.task = await task_identity()
         loop = asyncio.get_running_loop()
         try:
             rule_set = await loop.run_in_executor(None, self.load)
@@ -345,8 +350,9 @@ class RuleEngine:
                 runtime.evaluation_seconds = time.perf_counter() - rule_started
                 changed = changed or transitions.changed
                 scope = runtime.rule.scope
-                alerts.extend(to_alert(a, name, scope) for a in transitions.firing)
-                alerts.extend(to_alert(a, name, scope, at) for a, at in transitions.resolved)
+                unit, task = runtime.unit, self.task
+                alerts.extend(to_alert(a, name, scope, unit=unit, task=task) for a in transitions.firing)
+                alerts.extend(to_alert(a, name, scope, at, unit=unit, task=task) for a, at in transitions.resolved)
             group.last_evaluation = now
             group.evaluation_seconds = time.perf_counter() - started
             if self.metrics is not None:

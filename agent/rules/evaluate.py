@@ -24,6 +24,7 @@ from agent.enrich import Catalog
 from agent.events import LABEL_GETTERS, Event
 from agent.rules import template
 from agent.rules.batch import Batch, key_function
+from agent.rules.freshness import DEFAULT_MAX_AGE, Freshness
 from agent.rules.model import Rule
 from agent.rules.signals import SIGNALS
 from agent.rules.state import ActiveAlert, AlertStates, Transitions
@@ -85,7 +86,7 @@ def make_window(rule: Rule, clock: Callable[[], float], max_series: int) -> Wind
 
 class CompiledRule:
     def __init__(self, rule: Rule, clock: Callable[[], float], max_series: int = 10000,
-                 window: Window | None = None) -> None:
+                 window: Window | None = None, header_max_age: float = DEFAULT_MAX_AGE) -> None:
         self.rule = rule
         signal = SIGNALS[rule.signal]
         self.signal = signal
@@ -110,6 +111,9 @@ class CompiledRule:
         self._keys_of = key_function(self._by, self.by_getters)
         self._observe_many = getattr(self.window, "observe_many", None)
         self._observe_outcome_many = getattr(self.window, "observe_outcome_many", None)
+        # the latest reading of a signal that goes stale, read while fresh (aggregate `last` only)
+        self.freshness = (Freshness(signal.expires, header_max_age)
+                          if signal.expires is not None and rule.aggregate == "last" else None)
 
     # -- hot path ----------------------------------------------------------------------
     def observe_batch(self, batch: Batch) -> None:
@@ -122,6 +126,10 @@ class CompiledRule:
                                            self.keep_empty)
         if not keys:
             return
+        if self.freshness is not None:
+            fkeys, ftimes, fvalid = batch.select(kinds, self._by, self._keys_of, self.freshness.expires, self.where,
+                                                 self.keep_empty)
+            self.freshness.observe_many(fkeys, ftimes, fvalid)
         window = self.window
         if outcome is not None:
             if self._observe_outcome_many is not None:
@@ -158,6 +166,10 @@ class CompiledRule:
             self.window.observe_outcome(key, e.time, hit)  # type: ignore[arg-type]
         else:
             self.window.observe(key, e.time, value)
+            if self.freshness is not None:
+                seconds = self.freshness.expires(e)
+                if seconds is not None:
+                    self.freshness.observe(key, e.time, seconds)
 
     # -- evaluation ----------------------------------------------------------------------
     def labels_for(self, key: Key) -> dict[str, str]:
@@ -222,6 +234,8 @@ class CompiledRule:
                 values = np.where(cnt > 0, view.max, np.nan)
             elif agg == "last":
                 present = view.last_time > now - rule.over
+                if self.freshness is not None:
+                    present &= self.freshness.mask(view.keys, view.last_time, now)
                 values = np.where(present, view.last_value, np.nan)
                 cnt = present.astype(np.float64)
             elif agg == "consecutive":
@@ -331,12 +345,48 @@ class CompiledRule:
             true[key] = value_list[i]
             extra[key] = (count_list[i], thr_list[i] if thr_list is not None else scalar_thr)
         transitions = self.states.update(now, true, self.labels_for)
+        if transitions.resolved:
+            self._at_resolve(transitions, values, view)
         active = self.states.active
         for key, (count, threshold) in extra.items():
             self._render(active[key], count, threshold)
         horizon = self.rule.forget_after if self.rule.aggregate == "absent" else self.rule.over + self.rule.over / 10
         self.window.forget(now, horizon, set(self.states.active))
+        if self.freshness is not None:
+            self.freshness.forget(now, horizon)
         return transitions
+
+    # aggregates whose value is the count of the problem's own events: zero is a real reading
+    OCCURRENCE_AGGREGATES = ("count", "sum", "rate", "absent")
+
+    def _at_resolve(self, transitions: Transitions, values: np.ndarray, view: WindowView) -> None:
+        """A resolved alert carries the value now, not the one it fired with, and says whether the
+        rule still had data: traffic that stopped is not a fix (issue 18)."""
+        rows = {key: row for row, key in enumerate(view.keys[: view.n]) if key is not None}
+        occurrences = self.rule.aggregate in self.OCCURRENCE_AGGREGATES
+        for alert, _ in transitions.resolved:
+            row = rows.get(alert.key)
+            value = float(values[row]) if row is not None else math.nan
+            count = float(view.count[row]) if row is not None else 0.0
+            if occurrences:
+                alert.value = value if not math.isnan(value) else 0.0
+                if self.rule.aggregate != "absent" and row is not None and math.isfinite(view.last_time[row]):
+                    alert.last_seen, alert.window = float(view.last_time[row]), float(self.rule.over)
+                continue
+            alert.no_data = math.isnan(value) or count < max(1, self.rule.min_events)
+            alert.value = None if alert.no_data else value  # type: ignore[assignment]
+
+    @property
+    def unit(self) -> str:
+        """The unit of this rule's value (agent/alerts/units.py formats it)."""
+        agg = self.rule.aggregate
+        if agg == "absent":
+            return "seconds"
+        if agg == "rate":
+            return f"{self.signal.unit}/s" if self.signal.unit else "per second"
+        if agg == "count" and self.signal.unit in ("ratio", "seconds", "USD", "state", "up"):
+            return "events"
+        return self.signal.unit
 
     def _render(self, alert: ActiveAlert, count: float, threshold: float, extra: Mapping[str, Any] | None = None
                 ) -> None:

@@ -64,7 +64,11 @@ class RuleSetError(ValueError):
 # -- small value types ---------------------------------------------------------------
 
 
-EXTRA_LABELS = ("endpoint",)  # event attrs some sources set (health poller: readiness / liveliness)
+# event attrs some sources set (health poller: endpoint readiness / liveliness, the task it runs
+# in, `starting` while the proxy was never seen up within litellm.start_grace)
+# LiteLLM alert webhooks: `event` (WebhookEvent.event or the slack-format alert type), `event_group`,
+# `max_budget`, `level`
+EXTRA_LABELS = ("endpoint", "task", "starting", "event", "event_group", "max_budget", "level")
 
 
 def label_valid(name: str) -> bool:

@@ -47,6 +47,10 @@ class Signal:
     percentiles: bool = True
     quota: bool = False  # global by default (budget and quota rules)
     derived: str = ""  # "quota_utilization": computed from the window and the catalog at evaluation
+    # for readings that go stale (provider rate-limit headers): seconds the event's reading stays
+    # true (its reset header), -1 when it names none (then rule_engine.header_max_age), None when the
+    # event has no reading; present exactly where `extract` is. See agent/rules/freshness.py.
+    expires: Callable[[Event], float | None] | None = None
     doc: str = ""
 
     def allows(self, aggregate: str) -> bool:
@@ -150,6 +154,29 @@ def _value(e: Event) -> float | None:
     return e.value
 
 
+def _proxy_down_seconds(e: Event) -> float | None:
+    if e.value is None:
+        return None
+    if e.value >= 1:
+        return 0.0
+    down = e.attrs.get("down_for")
+    return float(down) if isinstance(down, (int, float)) else 0.0
+
+
+def _litellm_budget_alert(e: Event) -> float | None:
+    # LiteLLM's structured WebhookEvent (alerting: ["webhook"]): the spend it reports
+    if e.source != "webhook" or e.attrs.get("format") != "webhook_event":
+        return None
+    return e.value if e.value is not None else 0.0
+
+
+def _litellm_alert(e: Event) -> float | None:
+    # a slack-format alert body LiteLLM sent (outage_alerts, llm_too_slow, db_exceptions, ...)
+    if e.source != "webhook" or e.attrs.get("format") != "slack":
+        return None
+    return e.value if e.value is not None else 1.0
+
+
 def _remaining_requests(e: Event) -> float | None:
     return e.remaining_requests
 
@@ -168,6 +195,19 @@ def _remaining_tokens_ratio(e: Event) -> float | None:
     if e.remaining_tokens is None or not e.limit_tokens:
         return None
     return e.remaining_tokens / e.limit_tokens
+
+
+def _valid_for(extract: Callable[[Event], float | None], reset: str) -> Callable[[Event], float | None]:
+    get = attrgetter(reset)
+
+    def expires(e: Event) -> float | None:
+        if extract(e) is None:
+            return None
+        seconds = get(e)
+        return -1.0 if seconds is None else seconds
+
+    expires.__name__ = f"_valid_for_{extract.__name__}"
+    return expires
 
 
 def _quota_tokens(e: Event) -> float | None:
@@ -240,16 +280,31 @@ SIGNALS: dict[str, Signal] = {
                doc="deployment health: 0 healthy, 1 partial outage, 2 complete outage"),
         Signal("proxy_up", frozenset({Kind.PROXY_STATE}), _value, "up", (0.0, 1.0), default_aggregate="last",
                percentiles=False, doc="1 when the proxy's health endpoint answers, 0 when not"),
+        Signal("proxy_down_seconds", frozenset({Kind.PROXY_STATE}), _proxy_down_seconds, "seconds",
+               SECONDS_BOUNDS, default_aggregate="last", percentiles=False,
+               doc="seconds since the proxy's health endpoint last answered OK (since the sidecar started "
+                   "if it never did); 0 while it answers"),
+        Signal("litellm_budget_alert", frozenset({Kind.BUDGET}), _litellm_budget_alert, "USD",
+               default_aggregate="last", percentiles=False,
+               doc="LiteLLM's budget WebhookEvents (budget_crossed, threshold_crossed, ...): the spend they report"),
+        Signal("litellm_alerts", frozenset({Kind.BUDGET, Kind.PROXY_ERROR}), _litellm_alert, "alerts",
+               default_aggregate="sum", percentiles=False,
+               doc="LiteLLM's slack-format alerts (outage_alerts, cooldown_deployment, llm_too_slow, ...): "
+                   "alerts LiteLLM sent, with its [Num Alerts: n] digests counted n times"),
         Signal("proxy_errors", frozenset({Kind.PROXY_ERROR}), _one, "errors", default_aggregate="count",
                percentiles=False, doc="errors in the proxy's logs and LiteLLM alert webhooks"),
         Signal("remaining_requests", _REQ, _remaining_requests, "requests", default_aggregate="min", quota=True,
+               expires=_valid_for(_remaining_requests, "reset_requests"),
                doc="provider x-ratelimit-remaining-requests"),
         Signal("remaining_tokens", _REQ, _remaining_tokens, "tokens", default_aggregate="min", quota=True,
+               expires=_valid_for(_remaining_tokens, "reset_tokens"),
                doc="provider x-ratelimit-remaining-tokens"),
         Signal("remaining_requests_ratio", _REQ, _remaining_requests_ratio, "ratio", RATIO_BOUNDS,
-               default_aggregate="min", quota=True, doc="remaining / limit requests (provider headers)"),
+               default_aggregate="min", quota=True, expires=_valid_for(_remaining_requests_ratio, "reset_requests"),
+               doc="remaining / limit requests (provider headers)"),
         Signal("remaining_tokens_ratio", _REQ, _remaining_tokens_ratio, "ratio", RATIO_BOUNDS,
-               default_aggregate="min", quota=True, doc="remaining / limit tokens (provider headers)"),
+               default_aggregate="min", quota=True, expires=_valid_for(_remaining_tokens_ratio, "reset_tokens"),
+               doc="remaining / limit tokens (provider headers)"),
         Signal("quota_utilization", _REQ, _quota_tokens, "ratio", default_aggregate="ratio", percentiles=False,
                quota=True, derived="quota_utilization",
                doc="observed rpm and tpm over the deployment's configured rpm/tpm (the larger of the two)"),

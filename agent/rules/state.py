@@ -32,6 +32,9 @@ class ActiveAlert:
     annotations: dict[str, str] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)  # extra template variables (budget)
     rendered_for: Any = None  # the inputs the annotations were last rendered with
+    no_data: bool = False  # set at resolve: nothing reached the rule's window (not seen fixed)
+    last_seen: float | None = None  # set at resolve for occurrence rules: the last occurrence
+    window: float | None = None  # ... and their window
 
     def to_json(self) -> dict[str, Any]:
         return {"key": list(self.key), "labels": self.labels, "state": self.state, "active_at": self.active_at,
@@ -113,10 +116,23 @@ class AlertStates:
         return gone
 
 
-def to_alert(a: ActiveAlert, group: str, scope: str, resolved_at: float | None = None) -> Alert:
+def to_alert(a: ActiveAlert, group: str, scope: str, resolved_at: float | None = None, unit: str = "",
+             task: str = "") -> Alert:
     # no copies: the engine never mutates these dicts in place (it assigns new ones), and every
     # firing alert is re-sent at every evaluation, so this is on the evaluation's hot path
-    return Alert(labels=a.labels, annotations=a.annotations,
-                 state="resolved" if resolved_at is not None else a.state,  # type: ignore[arg-type]
-                 value=a.value, active_at=a.active_at, fired_at=a.fired_at, resolved_at=resolved_at,
-                 rule_group=group, scope=scope)  # type: ignore[arg-type]
+    alert = Alert(labels=a.labels, annotations=a.annotations,
+                  state="resolved" if resolved_at is not None else a.state,  # type: ignore[arg-type]
+                  value=a.value, active_at=a.active_at, fired_at=a.fired_at, resolved_at=resolved_at,
+                  rule_group=group, scope=scope, unit=unit,  # type: ignore[arg-type]
+                  task=task if scope == "local" else "")
+    if resolved_at is not None:
+        # the condition held from active_at until it was last true; keep_firing_for kept it after
+        alert.held_for = max(0.0, a.last_true - a.active_at)
+        alert.kept_for = max(0.0, resolved_at - a.last_true)
+        alert.no_data = a.no_data
+        if a.window is not None and a.last_seen is not None:
+            # occurrences from active_at to the last one; then the window emptied, then keep_firing_for
+            alert.window = a.window
+            alert.held_for = max(0.0, a.last_seen - a.active_at)
+            alert.kept_for = max(0.0, resolved_at - max(a.last_true, a.last_seen + a.window))
+    return alert

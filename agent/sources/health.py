@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter
 from agent.enrich import Catalog, Enricher, catalog_from_model_info
 from agent.events import Event, Kind
 from agent.parse.logs import error_class_of, split_provider
+from agent.sources.task import task_identity
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class PollSettings:
     model_info_interval: float | None = 300.0
     request_timeout: float = 10.0
     deployment_health_timeout: float = 120.0
+    # a proxy not seen up yet is starting, not down, for this long after the poller starts
+    # (LiteLLM with a database can take minutes): its down polls carry `starting: true`
+    start_grace: float = 300.0
 
 
 @dataclass
@@ -85,6 +89,9 @@ class HealthPoller:
         self._tasks: list[asyncio.Task[None]] = []
         self._warned: set[tuple[str, str]] = set()
         self._catalog_tried = asyncio.Event()
+        self.task = ""  # the ECS task ARN, else the host: which task's proxy a page is about
+        self.started_at: float | None = None
+        self.last_up: dict[str, float] = {}  # endpoint -> when it last answered OK
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -94,6 +101,10 @@ class HealthPoller:
 
     async def start(self) -> None:
         await self.open()
+        if not self.task:
+            self.task = await task_identity()
+        if self.started_at is None:
+            self.started_at = self.clock()
         s = self.settings
         self._catalog_tried = asyncio.Event()
         self._every("readiness", s.health_interval, self.poll_proxy)
@@ -215,11 +226,21 @@ class HealthPoller:
             elif previous is not None:
                 log.info("proxy %s: up again", endpoint)
             self.up[endpoint] = up
-        event = Event(kind=Kind.PROXY_STATE, time=self.clock(), source="health", value=1.0 if up else 0.0,
+        now = self.clock()
+        if self.started_at is None:
+            self.started_at = now
+        if up:
+            self.last_up[endpoint] = now
+        event = Event(kind=Kind.PROXY_STATE, time=now, source="health", value=1.0 if up else 0.0,
                       status="success" if up else "failure",
                       status_code=str(answer.status) if answer.status else "",
                       error_class="" if up else answer.outcome)
-        event.attrs = {"endpoint": endpoint, "outcome": answer.outcome, "latency": round(answer.elapsed, 4)}
+        starting = not self.last_up and now - self.started_at < self.settings.start_grace
+        since = self.last_up.get(endpoint, self.started_at)
+        event.attrs = {"endpoint": endpoint, "outcome": answer.outcome, "latency": round(answer.elapsed, 4),
+                       "task": self.task or "unknown", "starting": "true" if starting else "false",
+                       "down_for": 0.0 if up else round(now - since, 3),
+                       "seen_up": "true" if endpoint in self.last_up else "false"}
         if isinstance(answer.body, dict) and endpoint == "readiness":
             for key in ("status", "db", "cache", "litellm_version"):
                 if key in answer.body:

@@ -33,6 +33,7 @@ def poll_settings(cfg: LiteLLMConfig) -> PollSettings:
         model_info_interval=float(cfg.model_info_interval) if cfg.model_info_interval else None,
         request_timeout=float(cfg.request_timeout),
         deployment_health_timeout=float(cfg.deployment_health_timeout),
+        start_grace=float(cfg.start_grace),
     )
 
 

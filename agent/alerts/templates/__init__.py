@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.alerts.notification import AlertItem, Notification
+from agent.alerts.templates.webhook import dashboard_link
+from agent.alerts.units import with_unit
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 MAX_LISTED = 10  # alerts listed in a chat message; the rest are counted
@@ -122,18 +124,41 @@ def _label_order(item: tuple[str, str]) -> tuple[int, str]:
     return (FIELD_LABELS.index(key), key) if key in FIELD_LABELS else (len(FIELD_LABELS), key)
 
 
+def resolved_text(alert: AlertItem) -> str:
+    """What a resolve says (issue 18): how long the condition held, keep_firing_for apart, and
+    whether it cleared or the rule just ran out of data (traffic stopped: not seen fixed)."""
+    if alert.no_data:
+        text = "resolved without data: nothing reached the rule, the condition was not seen to clear"
+    else:
+        text = "resolved"
+    if alert.held_for is None:
+        return f"{text} after {fmt_duration(alert.fired_for())}"
+    if alert.window is not None:
+        text += (f" · last occurrence {fmt_duration(alert.held_for)} after it began, then none for its "
+                 f"{fmt_duration(alert.window)} window")
+    else:
+        text += f" · condition held {fmt_duration(alert.held_for)}"
+    if alert.kept_for:
+        text += f", then kept firing {fmt_duration(alert.kept_for)} (keep_firing_for)"
+    return text
+
+
 def _alert_lines(alert: AlertItem, note: Notification) -> list[str]:
-    icon = "🔥" if alert.status == "firing" else "✅"
+    icon = "🔥" if alert.status == "firing" else ("❔" if alert.no_data else "✅")
     head = f"{icon} **{alert.name or 'alert'}**"
     if alert.status == "resolved":
-        head += f" resolved after {fmt_duration(alert.fired_for())}"
+        head += f" {resolved_text(alert)}"
     text = summary(alert)
     if text and text != note.common_annotations.get("summary"):
-        head += f" — {text}"
+        head += f" — {'when it fired: ' if alert.status == 'resolved' else ''}{text}"
     details = [f"`{k}={v}`" for k, v in sorted(alert.labels.items(), key=_label_order)
                if k not in ("alertname", "severity") and note.common_labels.get(k) != v]
-    if alert.value is not None:
-        details.append(f"value **{fmt_value(alert.value)}**")
+    if alert.status == "resolved":
+        details.append(f"value now **{with_unit(alert.value, alert.unit)}**")
+    elif alert.value is not None:
+        details.append(f"value **{with_unit(alert.value, alert.unit)}**")
+    if alert.task:
+        details.append(f"task `{alert.task}`")
     if alert.status == "firing" and alert.starts_at:
         details.append(f"since {fmt_time(alert.starts_at)}")
     link = runbook(alert)
@@ -147,7 +172,8 @@ def body(note: Notification, limit: int = MAX_LISTED) -> str:
     lines: list[str] = []
     shared = note.common_annotations.get("summary")
     if shared:
-        lines.append(shared)
+        # annotations are rendered while firing: on a resolve they say what it was, not what it is
+        lines.append(shared if note.status == "firing" else f"When it fired: {shared}")
     description = note.common_annotations.get("description")
     if description and description != shared and note.status == "firing":
         lines.append(description)
@@ -157,8 +183,13 @@ def body(note: Notification, limit: int = MAX_LISTED) -> str:
     if hidden > 0:
         lines.append(f"… and {hidden} more")
     steps = runbook_steps(note.common_annotations)
+    if not steps and note.firing:  # steps templated per alert (a task, a deployment): the first one's
+        steps = runbook_steps(note.firing[0].annotations)
     if steps and note.status == "firing":
         lines.append(f"**Runbook**\n{steps}")
+    dashboard = dashboard_link(note.dashboard_url, note.common_labels)
+    if dashboard:
+        lines.append(f"[Dashboard]({dashboard})")
     if note.external_url:
         lines.append(f"[Open in gatewatch]({note.external_url})")
     return "\n".join(lines)
@@ -186,7 +217,9 @@ def render(note: Notification) -> Rendered:
     color, card_style, card_text, notify_type = look(note)
     books = {runbook(a) for a in note.alerts if runbook(a)}
     link = books.pop() if len(books) == 1 else ""
-    value = fmt_value(note.alerts[0].value) if len(note.alerts) == 1 else ("see below" if note.alerts else MISSING)
+    first = note.alerts[0] if note.alerts else None
+    value = with_unit(first.value, first.unit) if first is not None and len(note.alerts) == 1 else (
+        "see below" if note.alerts else MISSING)
     tokens = {label: _field(note, label) for label in FIELD_LABELS}
     tokens.update({
         "severity": severity(note) if note.status == "firing" else f"resolved ({severity(note)})",
