@@ -33,6 +33,7 @@ from agent.logsetup import register_config_secrets
 from agent.pipeline import Pipeline, RequestTracker, Sink
 from agent.selfmetrics import SelfMetrics
 from agent.sinks.prometheus import PrometheusSink
+from agent.sources.bodies import BodyReader
 from agent.sources.callbacks import ALERTS_ROUTE, EVENTS_ROUTE, IngestRoutes, bearer_auth_middleware
 from agent.state.base import StateBackend
 from agent.state.factory import create_state
@@ -70,7 +71,8 @@ class GatewatchApp:
         self.pipeline = Pipeline(self.enricher, self.tracker)
         # read at scrape time: a scrape right after an ingest already sees the held failures
         self.metrics.pending_requests.set_function(lambda: len(self.tracker))
-        self.pipeline.on_sink_error = lambda name: self.metrics.sink_errors.labels(name).inc()
+        self.pipeline.on_sink_error = lambda name, n: self.metrics.sink_errors.labels(name).inc(n)
+        self.pipeline.on_sink_handled = lambda name, n: self.metrics.sink_events.labels(name).inc(n)
         self.prometheus: PrometheusSink | None = None
         if config.prometheus.enabled:
             self.prometheus = PrometheusSink(
@@ -155,7 +157,9 @@ class GatewatchApp:
             middlewares=[self._count_inflight,
                          bearer_auth_middleware(self.config.server.auth_token, self.protected_prefixes())],
         )
-        IngestRoutes(self.pipeline, self.metrics, lambda: self.accepting, self.capture_content).add_to(app)
+        IngestRoutes(self.pipeline, self.metrics, lambda: self.accepting, self.capture_content,
+                     BodyReader(self.config.server.body_read_timeout, self.config.server.max_inflight_bodies)
+                     ).add_to(app)
         app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_get("/healthz", self.handle_healthz)
         app.router.add_get("/readyz", self.handle_readyz)

@@ -33,12 +33,16 @@ class ServerConfig:
     auth_token: Secret | None = None  # required as `Authorization: Bearer ...` on ingest routes when set
     max_body_bytes: ByteSize = ByteSize(32 * 1024 * 1024)  # a full 512-event batch is ~8 MB
     shutdown_grace: Duration = Duration(25)  # ECS gives 30 s between SIGTERM and SIGKILL
+    body_read_timeout: Duration = Duration(30)  # a request body must arrive within this (408 after)
+    max_inflight_bodies: int = 64  # request bodies read at once; past it 503 at once
 
     def validate(self, path: str) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"{path}.port", f"expected a port number 0-65535, got {self.port}")
         if self.max_body_bytes < 1024:
             raise ConfigError(f"{path}.max_body_bytes", "expected at least 1KB")
+        if self.max_inflight_bodies < 1:
+            raise ConfigError(f"{path}.max_inflight_bodies", "expected a positive integer")
 
 
 @dataclass
@@ -71,10 +75,13 @@ class LabelsConfig:
         default_factory=list
     )
     series_limit: int = 10000  # per metric; overflow folds into one __overflow__ series
+    max_value_length: int = 256  # longer label values are cut (ending in "…") and counted
 
     def validate(self, path: str) -> None:
         if self.series_limit < 1:
             raise ConfigError(f"{path}.series_limit", "expected a positive integer")
+        if self.max_value_length < 16:
+            raise ConfigError(f"{path}.max_value_length", "expected an integer of at least 16")
 
 
 @dataclass

@@ -23,6 +23,7 @@ from aiohttp import web
 from agent.alerts.model import Alert
 from agent.alerts.silences import SilenceError, parse_time, silence_from_request
 from agent.alerts.templates import title
+from agent.parse import safejson
 
 if TYPE_CHECKING:
     from agent.alerts.service import NotifyService
@@ -52,8 +53,11 @@ def _error(status: int, message: str) -> web.Response:
 
 async def _json_body(request: web.Request) -> Any:
     try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return safejson.loads(await request.read())
+    except safejson.TooDeep:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "body is not valid JSON: nested too deep"}),
+                                 content_type="application/json") from None
+    except (safejson.NotJson, UnicodeDecodeError):
         raise web.HTTPBadRequest(text=json.dumps({"error": "body is not valid JSON"}),
                                  content_type="application/json") from None
 
