@@ -35,6 +35,7 @@ from agent.selfmetrics import SelfMetrics
 from agent.sinks.prometheus import PrometheusSink
 from agent.sources.bodies import BodyReader
 from agent.sources.callbacks import ALERTS_ROUTE, EVENTS_ROUTE, IngestRoutes, bearer_auth_middleware
+from agent.sqlitedb import StorageCollector
 from agent.state.base import StateBackend
 from agent.state.factory import create_state
 
@@ -85,6 +86,8 @@ class GatewatchApp:
             )
             self.pipeline.add_sink(self.prometheus)
         self.state: StateBackend = create_state(config, self.registry)  # Redis when state.url is set
+        self.storage = StorageCollector(config.state_dir)  # SQLite files: errors, corrupt files recovered
+        self.registry.register(self.storage)
         self.alert_receiver: AlertReceiver = LogReceiver()  # replaced by the notify router when configured
         self.components: list[Component] = []
         self.reload_hooks: list[ReloadHook] = []
@@ -238,6 +241,7 @@ class GatewatchApp:
     async def start(self) -> None:
         await self.state.start()
         self.readiness_checks.setdefault("state", self.state.healthy)
+        self.readiness_checks.setdefault("storage", self.storage.readiness)
         await self.load_catalog()
         for sink in self.pipeline.sinks:
             await sink.start()

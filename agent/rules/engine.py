@@ -457,6 +457,10 @@ class RuleEngine:
         detail = f"{len(self.rule_set)} rules in {len(self.groups)} groups"
         if not self.last_reload.ok:
             detail += "; last reload failed (running the previous rules)"
+        failing = [r for r in self.rules.values() if r.health == "err"]
+        if failing:  # cleared by the next evaluation that works (gatewatch_rule_evaluation_failures_total)
+            detail += f"; degraded: {len(failing)} rule(s) failing: " + "; ".join(
+                f"{r.rule.id}: {r.last_error}"[:200] for r in failing[:3])
         return self.started, detail
 
 
