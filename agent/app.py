@@ -29,6 +29,7 @@ from agent.alerts.model import AlertReceiver
 from agent.config import Config, ConfigError, read_text
 from agent.enrich import Catalog, Enricher, Fallback, catalog_from_config_text, ecs_task_metadata, parse_task_arn
 from agent.exposition import generate_latest  # prometheus_client's format, faster at 20k series
+from agent.labelcap import LabelCap
 from agent.logsetup import register_config_secrets
 from agent.pipeline import Pipeline, RequestTracker, Sink
 from agent.selfmetrics import SelfMetrics
@@ -70,6 +71,8 @@ class GatewatchApp:
         self.enricher = Enricher(self.catalog, self.metrics.count_unattributed)
         self.tracker = RequestTracker(config.pipeline.request_merge_window, config.pipeline.max_pending_requests)
         self.pipeline = Pipeline(self.enricher, self.tracker)
+        self.pipeline.label_cap = LabelCap(config.labels.max_value_length,
+                                           lambda name: self.metrics.labels_truncated.labels(name).inc()).apply
         # read at scrape time: a scrape right after an ingest already sees the held failures
         self.metrics.pending_requests.set_function(lambda: len(self.tracker))
         self.pipeline.on_sink_error = lambda name, n: self.metrics.sink_errors.labels(name).inc(n)

@@ -109,6 +109,8 @@ class Pipeline:
         self.on_sink_error: Callable[[str, int], None] | None = None
         # per sink: events taken, so "accepted == counted by every sink" can be checked
         self.on_sink_handled: Callable[[str, int], None] | None = None
+        # cuts over-long label values before enrichment and every sink (agent/labelcap.py)
+        self.label_cap: Callable[[Event], None] | None = None
         self.published = 0
 
     def add_sink(self, sink: Sink) -> None:
@@ -120,7 +122,10 @@ class Pipeline:
         enrich = self.enricher.enrich
         observe = self.tracker.observe
         outcomes: list[Event] = []
+        cap = self.label_cap
         for event in events:
+            if cap is not None:
+                cap(event)
             enrich(event)
             observe(event, outcomes)
         batch = list(events) + outcomes if outcomes else events

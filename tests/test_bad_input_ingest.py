@@ -199,3 +199,23 @@ async def test_sinks_counted_what_was_accepted(server):
     for sink in gw.pipeline.sinks:
         assert total(rows, "gatewatch_sink_events_total", sink=sink.name) == published, sink.name
     assert total(rows, "gatewatch_events_received_total", source="callback") == 5
+
+
+# -- C. label length -------------------------------------------------------------------------
+async def test_long_label_values_are_cut_and_counted(gatewatch_server):
+    _gw, url = await gatewatch_server({"rules": [], "labels": {"max_value_length": 64}})
+    items = good_items(50)
+    for k, item in enumerate(items):
+        item["model_group"] = f"{k:03d}" + "g" * 20000
+    body = json.dumps(items)
+    status, answer = await post(url, body)
+    assert status == 200 and answer["accepted"] == 50
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+        page = await response.text()
+    assert len(page) < 2_000_000, len(page)  # 50 x 20 KB values would be > 50 MB over the families
+    rows = samples(page)
+    groups = {labels["model_group"] for n, labels, _ in rows if n == "litellm_deployment_total_requests_total"}
+    assert len(groups) == 50
+    assert all(len(g) == 64 and g.endswith("…") for g in groups)
+    assert total(rows, "gatewatch_label_values_truncated_total", field="model_group") == 50
+    assert total(rows, "litellm_deployment_total_requests_total") == 50
