@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from agent.alerts.config import NotifyConfig
-from agent.configtypes import ByteSize, ConfigError, Duration, Secret, build, interpolate
+from agent.configtypes import ByteSize, ConfigError, Duration, Secret, build, interpolate, scrub
 from agent.otel.config import OtelConfig
 from agent.refresh import RefreshConfig
 from agent.rules.settings import RuleEngineConfig
@@ -117,17 +117,16 @@ class Config:
     rule_engine: RuleEngineConfig = field(default_factory=RuleEngineConfig)
     state: StateConfig = field(default_factory=StateConfig)
 
-    source_file: str | None = None  # where this config came from (not a config key)
+    source_file: str | None = field(default=None, metadata={"config": False})  # where it came from; not a key
 
 
 def parse_config(data: Any, file: str | None = None, env: dict[str, str] | None = None) -> Config:
+    used: dict[str, str] = {}
     try:
-        data = interpolate(data or {}, env)
-        if "source_file" in (data or {}):
-            raise ConfigError("source_file", "is not a config key")
+        data = interpolate(data or {}, env, used=used)
         cfg = build(Config, data)
     except ConfigError as exc:
-        raise exc.in_file(file or "<config>") from None
+        raise scrub(exc, used).in_file(file or "<config>") from None
     cfg.source_file = file
     return cfg
 

@@ -219,3 +219,31 @@ async def test_long_label_values_are_cut_and_counted(gatewatch_server):
     assert all(len(g) == 64 and g.endswith("…") for g in groups)
     assert total(rows, "gatewatch_label_values_truncated_total", field="model_group") == 50
     assert total(rows, "litellm_deployment_total_requests_total") == 50
+
+
+# -- H. config errors --------------------------------------------------------------------------
+def test_env_values_are_never_echoed_in_config_errors():
+    from agent.config import ConfigError, parse_config
+
+    secret = "xoxb-very-secret-token-1234"
+    for data in ({"server": {"port": "${SLACK_TOKEN}"}},
+                 {"log_level": "${SLACK_TOKEN}"},
+                 {"labels": {"series_limit": "${SLACK_TOKEN}"}},
+                 {"otel": {"endpoint": "${SLACK_TOKEN}"}}):
+        with pytest.raises(ConfigError) as info:
+            parse_config(data, "gw.yaml", env={"SLACK_TOKEN": secret})
+        assert secret not in str(info.value), str(info.value)
+        assert "${SLACK_TOKEN}" in str(info.value) or "expected" in str(info.value)
+
+
+def test_the_unknown_key_hint_offers_only_real_keys():
+    from agent.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"sever": {}}, "gw.yaml")
+    assert "source_file" not in str(info.value)
+    offered = str(info.value).split("expected one of: ")[1].split(", ")
+    for key in offered:  # every key the hint offers is accepted
+        parse_config({key: None} if key not in ("state_dir", "log_level") else {}, "gw.yaml")
+    with pytest.raises(ConfigError):
+        parse_config({"source_file": "x"}, "gw.yaml")
