@@ -247,3 +247,14 @@ def test_the_unknown_key_hint_offers_only_real_keys():
         parse_config({key: None} if key not in ("state_dir", "log_level") else {}, "gw.yaml")
     with pytest.raises(ConfigError):
         parse_config({"source_file": "x"}, "gw.yaml")
+
+
+@pytest.mark.parametrize("stamp", ["1e300", "nan", "-1e300", "inf"])
+def test_log_lines_with_absurd_timestamps_get_sane_times(stamp):
+    from agent.parse.logs import LogParser
+
+    message = ("No deployment found for model: g, cooldown_list with debug info: [('dep-1', {'exception_received': "
+               f"'litellm.RateLimitError: x', 'status_code': '429', 'timestamp': {stamp}, 'cooldown_time': 5}})]")
+    events = LogParser(clock=lambda: 1_800_000_000.0).parse(json.dumps({"message": message}))
+    assert events and all(e.time == 1_800_000_000.0 for e in events)
+    assert all(e.start_time is None or abs(e.start_time) < 1e11 for e in events)
