@@ -258,3 +258,17 @@ def test_log_lines_with_absurd_timestamps_get_sane_times(stamp):
     events = LogParser(clock=lambda: 1_800_000_000.0).parse(json.dumps({"message": message}))
     assert events and all(e.time == 1_800_000_000.0 for e in events)
     assert all(e.start_time is None or abs(e.start_time) < 1e11 for e in events)
+
+
+async def test_deep_nesting_on_the_silence_and_alert_apis(gatewatch_server):
+    _gw, url = await gatewatch_server({"rules": [], "notify": {
+        "receivers": [{"name": "log", "urls": ["json://127.0.0.1:9/x"]}], "route": {"receiver": "log"}}})
+    deep_silence = '{"matchers": ' + deep_text(5000) + ', "createdBy": "x", "comment": "y"}'
+    status, answer = await post(url, deep_silence, "/api/v1/silences")
+    assert status == 400 and "too deep" in answer["error"], answer
+    status, answer = await post(url, "[" + deep_text(5000) + "]", "/api/v1/alerts")
+    assert status == 400 and "too deep" in answer["error"], answer
+    status, answer = await post(url, "{not json", "/api/v1/silences")
+    assert status == 400
+    async with aiohttp.ClientSession() as session, session.get(url + "/healthz") as response:
+        assert response.status == 200

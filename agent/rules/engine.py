@@ -86,8 +86,8 @@ class RuleSink:
     def __init__(self, engine: RuleEngine) -> None:
         self.engine = engine
 
-    def handle(self, events: Sequence[Event]) -> None:
-        self.engine.handle(events)
+    def handle(self, events: Sequence[Event]) -> int:
+        return self.engine.handle(events)
 
     async def start(self) -> None:
         return None
@@ -125,12 +125,13 @@ class RuleEngine:
         self.shared_windows: Callable[[Rule, Callable[[], Any]], Any] | None = None
 
     # -- ingest --------------------------------------------------------------------------
-    def handle(self, events: Sequence[Event]) -> None:
+    def handle(self, events: Sequence[Event]) -> int:
         """Feed a batch to every rule: each rule reads the whole batch at once (agent/rules/batch.py),
-        so what rules share (a kind filter, a signal, a `by` tuple) is computed once per batch."""
+        so what rules share (a kind filter, a signal, a `by` tuple) is computed once per batch.
+        Returns how many events some rule could not take (the pipeline counts them)."""
         live = [e for e in events if not e.health_check]
         if not live:
-            return
+            return 0
         batch = Batch(live)
         failed: set[int] = set()
         for observe in self._observers:
@@ -140,6 +141,7 @@ class RuleEngine:
                 self._observe_each(observe, batch, failed)
         if failed:
             self.observe_errors += len(failed)
+        return len(failed)
 
     def _observe_each(self, observe: Callable[[Batch], None], batch: Batch, failed: set[int]) -> None:
         """The slow path after a rule raised on a batch: nothing of it was applied (a batch is read
