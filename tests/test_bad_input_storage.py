@@ -97,3 +97,17 @@ async def test_disk_full_fails_state_writes_loudly_and_ingest_goes_on(gatewatch_
     assert body["checks"]["storage"]["ok"] is True, body
     assert "degraded" not in body["checks"]["state"]["detail"]
     assert samples  # imported for callers
+
+
+async def test_disk_full_silence_is_503_not_500(gatewatch_server, tmp_path, notify_cfg):
+    gw, url = await gatewatch_server({"state_dir": str(tmp_path / "full2"), "rules": [], **notify_cfg})
+    await gw.state.put_json("warm", {"x": 1})
+    db = gw.state._conn()
+    db.execute(f"PRAGMA max_page_count={db.execute('PRAGMA page_count').fetchone()[0]}")
+    silence = {"matchers": [{"name": "alertname", "value": "X" * 300000, "isRegex": False}],
+               "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2100-01-01T00:00:00Z",
+               "createdBy": "me", "comment": "c"}
+    status, answer = await post(url, json.dumps(silence), "/api/v1/silences")
+    assert status == 503 and "could not be stored" in answer["error"], answer
+    async with aiohttp.ClientSession() as session, session.get(url + "/healthz") as response:
+        assert response.status == 200

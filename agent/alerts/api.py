@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from agent.alerts.model import Alert
 from agent.alerts.silences import SilenceError, parse_time, silence_from_request
 from agent.alerts.templates import title
 from agent.parse import safejson
+from agent.state.base import StateUnavailable
 
 if TYPE_CHECKING:
     from agent.alerts.service import NotifyService
@@ -81,7 +83,11 @@ class NotifyApi:
             silence = silence_from_request(body, self.service.clock())
         except SilenceError as exc:
             return _error(400, str(exc))
-        await self.service.silences.add(silence)
+        try:
+            await self.service.silences.add(silence)
+        except (sqlite3.Error, OSError, StateUnavailable) as exc:  # disk full, state down: say so, do not 500
+            log.error("silence not stored: %s", exc)
+            return _error(503, f"the silence could not be stored (state backend: {exc}); retry later")
         log.info("silence %s created by %s: %s until %s", silence.id, silence.created_by,
                  ", ".join(str(m) for m in silence.matchers), silence.to_api(silence.starts_at)["endsAt"])
         return web.json_response({"silenceID": silence.id})
