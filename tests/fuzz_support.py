@@ -99,7 +99,7 @@ def bodies(draw: st.DrawFn) -> Body:
             del container[key]
             done.append(f"del {key}")
         else:
-            container[key] = draw(values())
+            container[key] = copy.deepcopy(draw(values()))  # HOSTILE's [] and {} must stay empty
             done.append(f"set {key}")
     fmt = draw(st.sampled_from(["array", "ndjson", "single"]))
     text = _encode(items, fmt)

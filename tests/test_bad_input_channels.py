@@ -140,3 +140,10 @@ async def test_json_and_webhook_bodies_are_valid_json(executor, note, value):  #
     finally:
         await sessions.close()
         await server.close()
+
+
+def test_api_bodies_are_valid_json():
+    from agent.parse.safejson import dumps
+
+    text = dumps({"value": math.inf, "items": [math.nan, 1.5, {"v": -math.inf}]})
+    assert strict_json(text) == {"value": None, "items": [None, 1.5, {"v": None}]}

@@ -123,7 +123,7 @@ class NotifyApi:
         return web.json_response({"accepted": len(alerts)})
 
     async def groups(self, request: web.Request) -> web.Response:
-        return web.json_response(self.service.router.snapshot())
+        return web.json_response(self.service.router.snapshot(), dumps=safejson.dumps)
 
     # -- outbox -----------------------------------------------------------------------
     def _target(self, target_id: str) -> dict[str, str]:
@@ -150,7 +150,7 @@ class NotifyApi:
             "items": [{"id": r.id, "receiver": r.receiver, **self._target(r.target), "title": _title(r.body),
                        "created": r.created, "died_at": r.died_at, "attempts": r.attempts, "reason": r.reason,
                        "last_status": r.last_status, "notification": r.body} for r in rows],
-        })
+        }, dumps=safejson.dumps)
 
     async def drop_dead(self, request: web.Request) -> web.Response:
         removed = await self.service.outbox.drop_dead(request.match_info["id"])

@@ -25,10 +25,10 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import quote
 
 from agent.alerts.notification import AlertItem, Notification
+from agent.parse.safejson import json_safe
 
 URL_KEYS = ("runbook_url", "runbook", "generator_url", "dashboard", "dashboard_url")
 _URL_SAFE = ":/?#@!$&'*+,;=%-._~"
@@ -60,17 +60,6 @@ def _is_url(key: str, value: str) -> bool:
 
 def finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
-
-
-def json_safe(value: Any) -> Any:
-    """A copy with every non-finite float as None (json.dumps would write `Infinity`)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def escaped(note: Notification, escape: Callable[[str], str] | None) -> Notification:

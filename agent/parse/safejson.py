@@ -11,6 +11,7 @@ rather than turned into non-finite floats (json.loads accepts all three).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -98,3 +99,20 @@ def split_array(body: bytes) -> list[bytes]:
             items.append(body[item_start:match.start()].strip())
             item_start = match.end()
     raise NotJson("body is not valid JSON: the array is not closed")
+
+
+def json_safe(value: Any) -> Any:
+    """A copy with every non-finite float as None: json.dumps would write `Infinity`/`NaN`,
+    which no strict JSON reader (Slack, Discord, Teams, jq, Go) accepts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    """json.dumps for outgoing bodies (`web.json_response(..., dumps=dumps)`): valid JSON only."""
+    return json.dumps(json_safe(value), allow_nan=False)
