@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 
 from tests.conftest import ROOT, free_port
 from tests.fuzz_support import Body, Tally, bodies
@@ -101,15 +101,17 @@ def test_fuzzed_bodies_never_5xx_and_lose_nothing(sidecar: Sidecar, tmp_path: Pa
     tally = Tally()
     started = time.monotonic()
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
+    # generate only: a bad answer is recorded with the body's recipe (capture + mutations) and the
+    # run goes on, so the figures cover every body; shrinking 20,000 large bodies would take hours
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(body=bodies())
     def post_one(body: Body) -> None:
         status, answer = sidecar.post(body)
+        if status == 0 and "gzip-lie" not in body.mutations:
+            status = 599  # a reset connection on a body that was not lying about its encoding
         tally.record(body, status, answer)
         assert sidecar.proc.poll() is None, f"gatewatch died on {body.source} {body.mutations}"
-        assert status < 500, f"{status} on {body.source} {body.mutations}: {answer}"
-        assert status != 0 or "gzip-lie" in body.mutations, f"connection reset on {body.mutations}: {answer}"
 
     try:
         post_one()
@@ -138,7 +140,7 @@ def test_fuzzed_bodies_never_5xx_and_lose_nothing(sidecar: Sidecar, tmp_path: Pa
     if out:
         Path(out).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report))
-    assert tally.server_errors == []
+    assert tally.server_errors == [], tally.server_errors[:20]
     assert received == accepted and received_alerts == accepted_alerts
     assert sink_errors == 0
     assert len(set(handled.values())) == 1, handled  # every sink took every event published
