@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # `make run` needs the runtime dependencies only; tests add the `test` extra to the same venv
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: run test lint test-deps min-versions bench clean
+.PHONY: run test lint test-deps min-versions bench fuzz clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ min-versions: $(STAMP)
 test: $(STAMP) test-deps lint
 	$(VENV)/bin/pytest -q tests
 	$(PY) scripts/check-min-versions.py
+
+# the ingest fuzz suite at length (make test runs 2,000 bodies); figures in bench/README.md
+fuzz: $(STAMP)
+	GATEWATCH_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),20000) GATEWATCH_FUZZ_REPORT=$(or $(FUZZ_REPORT),bench/fuzz-report.json) \
+		$(VENV)/bin/pytest -q -s -p no:cacheprovider --timeout 3600 tests/test_fuzz_ingest.py
 
 bench: $(STAMP) test-deps
 	$(PY) bench/run_all.py

@@ -34,9 +34,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"gatewatch: bad config: {exc}", file=sys.stderr)
         return 2
     _setup_logging(config.log_level, config.log_format)
+    from agent.sqlitedb import StorageError, check_state_dir
+
     try:
+        check_state_dir(config.state_dir)
         asyncio.run(serve(config, host=args.host, port=args.port, reload_config=lambda: load_config(args.config)))
-    except ConfigError as exc:
+    except (ConfigError, StorageError) as exc:
         print(f"gatewatch: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from agent.alerts.config import NotifyConfig
-from agent.configtypes import ByteSize, ConfigError, Duration, Secret, build, interpolate
+from agent.configtypes import ByteSize, ConfigError, Duration, Secret, build, interpolate, scrub
 from agent.otel.config import OtelConfig
 from agent.refresh import RefreshConfig
 from agent.rules.settings import RuleEngineConfig
@@ -33,12 +33,16 @@ class ServerConfig:
     auth_token: Secret | None = None  # required as `Authorization: Bearer ...` on ingest routes when set
     max_body_bytes: ByteSize = ByteSize(32 * 1024 * 1024)  # a full 512-event batch is ~8 MB
     shutdown_grace: Duration = Duration(25)  # ECS gives 30 s between SIGTERM and SIGKILL
+    body_read_timeout: Duration = Duration(30)  # a request body must arrive within this (408 after)
+    max_inflight_bodies: int = 64  # request bodies read at once; past it 503 at once
 
     def validate(self, path: str) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"{path}.port", f"expected a port number 0-65535, got {self.port}")
         if self.max_body_bytes < 1024:
             raise ConfigError(f"{path}.max_body_bytes", "expected at least 1KB")
+        if self.max_inflight_bodies < 1:
+            raise ConfigError(f"{path}.max_inflight_bodies", "expected a positive integer")
 
 
 @dataclass
@@ -73,10 +77,13 @@ class LabelsConfig:
         default_factory=list
     )
     series_limit: int = 10000  # per metric; overflow folds into one __overflow__ series
+    max_value_length: int = 256  # longer label values are cut (ending in "…") and counted
 
     def validate(self, path: str) -> None:
         if self.series_limit < 1:
             raise ConfigError(f"{path}.series_limit", "expected a positive integer")
+        if self.max_value_length < 16:
+            raise ConfigError(f"{path}.max_value_length", "expected an integer of at least 16")
 
 
 @dataclass
@@ -113,17 +120,16 @@ class Config:
     rule_engine: RuleEngineConfig = field(default_factory=RuleEngineConfig)
     state: StateConfig = field(default_factory=StateConfig)
 
-    source_file: str | None = None  # where this config came from (not a config key)
+    source_file: str | None = field(default=None, metadata={"config": False})  # where it came from; not a key
 
 
 def parse_config(data: Any, file: str | None = None, env: dict[str, str] | None = None) -> Config:
+    used: dict[str, str] = {}
     try:
-        data = interpolate(data or {}, env)
-        if "source_file" in (data or {}):
-            raise ConfigError("source_file", "is not a config key")
+        data = interpolate(data or {}, env, used=used)
         cfg = build(Config, data)
     except ConfigError as exc:
-        raise exc.in_file(file or "<config>") from None
+        raise scrub(exc, used).in_file(file or "<config>") from None
     cfg.source_file = file
     return cfg
 

@@ -91,23 +91,28 @@ def parse_size(value: Any, path: str = "") -> ByteSize:
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
-def interpolate(value: Any, env: typing.Mapping[str, str] | None = None, path: str = "") -> Any:
+def interpolate(value: Any, env: typing.Mapping[str, str] | None = None, path: str = "",
+                used: dict[str, str] | None = None) -> Any:
     """Replace ${VAR} and ${VAR:-default} in every string of a parsed YAML tree.
 
     Done after parsing (not on the raw text) so a secret full of YAML metacharacters
     stays one string, and errors can name the key that referenced a missing variable.
+    `used` collects value -> variable name of what was substituted, so an error about the
+    key can say `${VAR}` instead of echoing the value (`scrub`).
     """
     env = os.environ if env is None else env
     if isinstance(value, dict):
-        return {k: interpolate(v, env, _join(path, str(k))) for k, v in value.items()}
+        return {k: interpolate(v, env, _join(path, str(k)), used) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [interpolate(v, env, f"{path}[{i}]", used) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in env:
+            if used is not None and env[name]:
+                used[env[name]] = name
             return env[name]
         if default is not None:
             return default
@@ -117,6 +122,21 @@ def interpolate(value: Any, env: typing.Mapping[str, str] | None = None, path: s
     if whole and whole.group(1) not in env and whole.group(2) is None:
         replace(whole)  # raises with a clear message
     return _ENV_RE.sub(replace, value)
+
+
+def scrub(exc: ConfigError, used: dict[str, str]) -> ConfigError:
+    """`exc` with every value that came from the environment shown as `${VAR}`: a secret put
+    in a key that is not a Secret (or a typo'd key) must not be echoed by the error."""
+    reason = exc.reason
+    for value, name in sorted(used.items(), key=lambda item: -len(item[0])):
+        if len(value) >= 4:
+            reason = reason.replace(value, f"${{{name}}}")
+        else:
+            reason = reason.replace(repr(value), f"'${{{name}}}'")
+    if reason != exc.reason:
+        exc.reason = reason
+        exc.args = (exc._render(),)
+    return exc
 
 
 def _contains_secret(tp: Any) -> bool:
@@ -252,13 +272,14 @@ def build(cls: type, data: Any, path: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(path, f"expected a mapping, got {type(data).__name__}")
     hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    # a field with metadata {"config": False} is set by code (e.g. Config.source_file): never a key
+    names = {f.name for f in dataclasses.fields(cls) if f.metadata.get("config", True)}
     unknown = [k for k in data if k not in names]
     if unknown:
         raise ConfigError(_join(path, str(unknown[0])), f"unknown key; expected one of: {', '.join(sorted(names))}")
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name in data:
+        if f.name in data and f.name in names:
             kwargs[f.name] = convert(hints[f.name], data[f.name], _join(path, f.name))
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)

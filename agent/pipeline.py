@@ -26,8 +26,11 @@ class Sink(Protocol):
 
     name: str
 
-    def handle(self, events: Sequence[Event]) -> None:
-        """Take a batch of events. Must not block or do network I/O."""
+    def handle(self, events: Sequence[Event]) -> int | None:
+        """Take a batch of events. Must not block or do network I/O.
+
+        One bad event must not cost the others: a sink isolates per event and returns how
+        many it could not take (None means all were taken)."""
 
     async def start(self) -> None:
         """Start background work (exporters, timers)."""
@@ -103,7 +106,11 @@ class Pipeline:
         self.enricher = enricher
         self.tracker = tracker
         self.sinks: list[Sink] = list(sinks)
-        self.on_sink_error: Callable[[str], None] | None = None
+        self.on_sink_error: Callable[[str, int], None] | None = None
+        # per sink: events taken, so "accepted == counted by every sink" can be checked
+        self.on_sink_handled: Callable[[str, int], None] | None = None
+        # cuts over-long label values before enrichment and every sink (agent/labelcap.py)
+        self.label_cap: Callable[[Event], None] | None = None
         self.published = 0
 
     def add_sink(self, sink: Sink) -> None:
@@ -115,7 +122,10 @@ class Pipeline:
         enrich = self.enricher.enrich
         observe = self.tracker.observe
         outcomes: list[Event] = []
+        cap = self.label_cap
         for event in events:
+            if cap is not None:
+                cap(event)
             enrich(event)
             observe(event, outcomes)
         batch = list(events) + outcomes if outcomes else events
@@ -137,8 +147,11 @@ class Pipeline:
         self.published += len(batch)
         for sink in self.sinks:
             try:
-                sink.handle(batch)
+                failed = sink.handle(batch) or 0
             except Exception:  # one broken sink must not take the others down
                 log.exception("sink %s failed on a batch of %d events", sink.name, len(batch))
-                if self.on_sink_error is not None:
-                    self.on_sink_error(sink.name)
+                failed = len(batch)
+            if failed and self.on_sink_error is not None:
+                self.on_sink_error(sink.name, failed)
+            if self.on_sink_handled is not None:
+                self.on_sink_handled(sink.name, len(batch) - failed)

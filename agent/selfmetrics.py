@@ -44,7 +44,17 @@ class SelfMetrics:
             registry=registry,
         )
         self.sink_errors = Counter(
-            "gatewatch_sink_errors", "Batches a sink failed to handle.", ["sink"], registry=registry
+            "gatewatch_sink_errors", "Events a sink failed to handle (logged; the other events went on).",
+            ["sink"], registry=registry
+        )
+        self.labels_truncated = Counter(
+            "gatewatch_label_values_truncated",
+            "Label values longer than labels.max_value_length, cut (ending in …) before any sink.",
+            ["field"], registry=registry
+        )
+        self.sink_events = Counter(
+            "gatewatch_sink_events", "Events a sink took; equals the events published to the pipeline.",
+            ["sink"], registry=registry
         )
         self.pending_requests = Gauge(
             "gatewatch_pending_failed_requests",

@@ -47,7 +47,7 @@ def build(window: float = 30.0):
     sink = Collect()
     pipeline = Pipeline(Enricher(Catalog()), RequestTracker(window, clock=clock), [Broken(), sink])
     errors = []
-    pipeline.on_sink_error = errors.append
+    pipeline.on_sink_error = lambda name, _n: errors.append(name)
     return pipeline, sink, clock, errors
 
 

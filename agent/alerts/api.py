@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -23,6 +24,8 @@ from aiohttp import web
 from agent.alerts.model import Alert
 from agent.alerts.silences import SilenceError, parse_time, silence_from_request
 from agent.alerts.templates import title
+from agent.parse import safejson
+from agent.state.base import StateUnavailable
 
 if TYPE_CHECKING:
     from agent.alerts.service import NotifyService
@@ -52,8 +55,11 @@ def _error(status: int, message: str) -> web.Response:
 
 async def _json_body(request: web.Request) -> Any:
     try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return safejson.loads(await request.read())
+    except safejson.TooDeep:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "body is not valid JSON: nested too deep"}),
+                                 content_type="application/json") from None
+    except (safejson.NotJson, UnicodeDecodeError):
         raise web.HTTPBadRequest(text=json.dumps({"error": "body is not valid JSON"}),
                                  content_type="application/json") from None
 
@@ -77,7 +83,11 @@ class NotifyApi:
             silence = silence_from_request(body, self.service.clock())
         except SilenceError as exc:
             return _error(400, str(exc))
-        await self.service.silences.add(silence)
+        try:
+            await self.service.silences.add(silence)
+        except (sqlite3.Error, OSError, StateUnavailable) as exc:  # disk full, state down: say so, do not 500
+            log.error("silence not stored: %s", exc)
+            return _error(503, f"the silence could not be stored (state backend: {exc}); retry later")
         log.info("silence %s created by %s: %s until %s", silence.id, silence.created_by,
                  ", ".join(str(m) for m in silence.matchers), silence.to_api(silence.starts_at)["endsAt"])
         return web.json_response({"silenceID": silence.id})
@@ -113,7 +123,7 @@ class NotifyApi:
         return web.json_response({"accepted": len(alerts)})
 
     async def groups(self, request: web.Request) -> web.Response:
-        return web.json_response(self.service.router.snapshot())
+        return web.json_response(self.service.router.snapshot(), dumps=safejson.dumps)
 
     # -- outbox -----------------------------------------------------------------------
     def _target(self, target_id: str) -> dict[str, str]:
@@ -140,7 +150,7 @@ class NotifyApi:
             "items": [{"id": r.id, "receiver": r.receiver, **self._target(r.target), "title": _title(r.body),
                        "created": r.created, "died_at": r.died_at, "attempts": r.attempts, "reason": r.reason,
                        "last_status": r.last_status, "notification": r.body} for r in rows],
-        })
+        }, dumps=safejson.dumps)
 
     async def drop_dead(self, request: web.Request) -> web.Response:
         removed = await self.service.outbox.drop_dead(request.match_info["id"])

@@ -29,6 +29,7 @@ import aiohttp
 
 from agent import __version__
 from agent.alerts.config import NotifyConfig, ReceiverConfig, WebhookConfig, mask_url, quiet_apprise, url_scheme
+from agent.alerts.escape import for_channel, json_safe
 from agent.alerts.notification import Notification
 from agent.alerts.templates import render, template_path
 from agent.alerts.templates.webhook import webhook_payload
@@ -207,14 +208,15 @@ class AppriseTarget:
             args["headers"] = {**(args.get("headers") or {}), ID_HEADER: note.id}
             args["payload"] = {**(args.get("payload") or {}), "notification_id": note.id,
                                "status": note.status, "receiver": note.receiver,
-                               "alertmanager": webhook_payload(note)}
+                               "alertmanager": json_safe(webhook_payload(note))}
         return args
 
     def _send_sync(self, note: Notification) -> SendResult:
         from apprise import Apprise, NotifyFormat
 
-        rendered = render(note)
-        text = clip(rendered.body, BODY_LIMITS.get(self.kind))
+        fields_note, body_note = for_channel(note, self.kind)  # payload text is text, never markup
+        rendered = render(fields_note)
+        text = clip(render(body_note).body, BODY_LIMITS.get(self.kind))
         with quiet_apprise():
             plugin = Apprise.instantiate(self._plugin_args(note, rendered.tokens), asset=self._asset)
         if plugin is None:
@@ -259,7 +261,8 @@ class WebhookTarget:
     def body(self, note: Notification) -> bytes:
         import json
 
-        return json.dumps(webhook_payload(note, self.cfg.max_alerts), separators=(",", ":")).encode()
+        payload = json_safe(webhook_payload(note, self.cfg.max_alerts))  # no Infinity/NaN: valid JSON only
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
 
     async def send(self, note: Notification) -> SendResult:
         data = self.body(note)

@@ -8,15 +8,27 @@ its own: one malformed item is rejected with a reason, the rest of the batch goe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from agent.events import Event, Kind
 from agent.parse.ratelimit import reset_seconds
+from agent.parse.safejson import TOO_DEEP, NotJson, split_array
 
 HEALTH_CHECK_MARKER = "litellm-internal-health-check"
+
+# Numbers are checked at the edge, where one bad item can still be refused on its own:
+# past this point a negative cost would make a Prometheus counter raise, and a NaN would
+# poison spend counters and budget state for good. msgspec refuses inf (1e400) and the
+# bounds below in C; strict decoding refuses numbers sent as strings ("NaN", "12").
+Cost = Annotated[float, msgspec.Meta(ge=0, le=1e9)]  # USD per call
+Tokens = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+EpochSeconds = Annotated[float, msgspec.Meta(ge=946684800, le=4102444800)]  # 2000-01-01 .. 2100-01-01
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=1e7)]  # a duration: not negative, under ~4 months
+Millis = Annotated[float, msgspec.Meta(ge=0, le=1e10)]
 
 
 class _ErrorInformation(msgspec.Struct, omit_defaults=True):
@@ -30,7 +42,7 @@ class _ErrorInformation(msgspec.Struct, omit_defaults=True):
 
 class _HiddenParams(msgspec.Struct):
     additional_headers: dict[str, Any] | None = None
-    litellm_overhead_time_ms: float | None = None
+    litellm_overhead_time_ms: Millis | None = None
     model_id: str | None = None
     api_base: str | None = None
 
@@ -50,7 +62,7 @@ class _Metadata(msgspec.Struct):
     user_agent: str | None = None
     team_id: str | None = None
     team_alias: str | None = None
-    queue_time_seconds: float | None = None
+    queue_time_seconds: Seconds | None = None
     traceparent: str | None = None
 
 
@@ -68,8 +80,8 @@ class Payload(msgspec.Struct):
     """The subset of LiteLLM's StandardLoggingPayload that gatewatch reads."""
 
     status: str
-    startTime: float
-    endTime: float
+    startTime: EpochSeconds
+    endTime: EpochSeconds
     id: str | None = None
     litellm_call_id: str | None = None
     trace_id: str | None = None
@@ -77,16 +89,16 @@ class Payload(msgspec.Struct):
     stream: bool | None = None
     cache_hit: bool | None = None
     custom_llm_provider: str | None = None
-    completionStartTime: float | None = None
+    completionStartTime: EpochSeconds | None = None
     model: str | None = None
     model_group: str | None = None
     model_id: str | None = None
     api_base: str | None = None
     metadata: _Metadata | None = None
-    response_cost: float | None = None
-    total_tokens: int | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    response_cost: Cost | None = None
+    total_tokens: Tokens | None = None
+    prompt_tokens: Tokens | None = None
+    completion_tokens: Tokens | None = None
     request_tags: list[str] | None = None
     end_user: str | None = None
     requester_ip_address: str | None = None
@@ -98,9 +110,9 @@ class Payload(msgspec.Struct):
     response: msgspec.Raw = msgspec.Raw(b"null")
 
 
-_payload_decoder = msgspec.json.Decoder(Payload, strict=False)
+_payload_decoder = msgspec.json.Decoder(Payload)
 # the whole JSON array in one typed pass: no intermediate Raw items, each byte scanned once
-_payload_list_decoder = msgspec.json.Decoder(list[Payload], strict=False)
+_payload_list_decoder = msgspec.json.Decoder(list[Payload])
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _response_decoder = msgspec.json.Decoder(_Response, strict=False)
 _any_decoder = msgspec.json.Decoder()
@@ -133,9 +145,13 @@ def split_items(body: bytes) -> list[msgspec.Raw | bytes]:
     if first == b"[":
         try:
             return list(_raw_list_decoder.decode(body))
+        except RecursionError:  # one item nested too deep: find the items without recursing
+            try:
+                return list(split_array(body))
+            except NotJson as exc:
+                raise BodyError(str(exc)) from None
         except msgspec.DecodeError as exc:
-            # a truncated or broken array: fall back to NDJSON-style salvage is not
-            # possible, the framing itself is gone.
+            # a truncated or broken array: the framing itself is gone, nothing to salvage
             raise BodyError(f"body is not valid JSON: {exc}") from None
     if first == b"{":
         lines = [line for line in body.splitlines() if line.strip()]
@@ -143,7 +159,7 @@ def split_items(body: bytes) -> list[msgspec.Raw | bytes]:
             try:
                 _any_decoder.decode(body)
                 return [body]  # one pretty-printed object
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 return list(lines)  # NDJSON: each line its own item
         return [body]
     raise BodyError("body is not JSON: expected a JSON array, a JSON object or NDJSON")
@@ -159,33 +175,43 @@ def decode_body(body: bytes, capture_content: bool = False) -> DecodedBatch:
     if body[:1] == b"[":  # LiteLLM's own json_array format; anything else takes the general path
         try:
             payloads = _payload_list_decoder.decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             pass
         else:
             batch = DecodedBatch(items=len(payloads))
-            events = batch.events
             for payload in payloads:
-                try:
-                    events.append(payload_to_event(payload, capture_content))
-                except (ValueError, TypeError):
-                    batch.reject("invalid_values")
+                _convert(batch, payload, capture_content)
             return batch
     items = split_items(body)
     batch = DecodedBatch(items=len(items))
+    not_json = 0
     for raw in items:
         try:
             payload = _payload_decoder.decode(raw)
         except msgspec.ValidationError as exc:
             batch.reject(_validation_reason(exc))
             continue
+        except RecursionError:
+            batch.reject(TOO_DEEP)
+            continue
         except msgspec.DecodeError:
             batch.reject("invalid_json")
+            not_json += 1
             continue
-        try:
-            batch.events.append(payload_to_event(payload, capture_content))
-        except (ValueError, TypeError):
-            batch.reject("invalid_values")
+        _convert(batch, payload, capture_content)
+    if not_json and not_json == len(items) and body.lstrip()[:1] != b"[":
+        # not one object or NDJSON line parses: the body is not JSON (README: 400)
+        raise BodyError("body is not valid JSON: expected a JSON array, a JSON object or NDJSON")
     return batch
+
+
+def _convert(batch: DecodedBatch, payload: Payload, capture_content: bool) -> None:
+    try:
+        batch.events.append(payload_to_event(payload, capture_content))
+    except RecursionError:
+        batch.reject(TOO_DEEP)
+    except (ValueError, TypeError):
+        batch.reject("invalid_values")
 
 
 def _validation_reason(exc: msgspec.ValidationError) -> str:
@@ -194,6 +220,8 @@ def _validation_reason(exc: msgspec.ValidationError) -> str:
         return "not_an_object"
     if "missing required field" in text:
         return "missing_field"
+    if "` >= " in text or "` <= " in text or "out of range" in text:
+        return "out_of_range"
     return "invalid_field"
 
 
@@ -248,19 +276,19 @@ def _is_rate_limited(status_code: str, info: _ErrorInformation | None, headers: 
 
 
 def _num(value: Any) -> float | None:
+    """A header number (LiteLLM passes them as str or int); None unless finite and >= 0."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def _int(value: Any) -> int:
     number = _num(value)
-    return int(number) if number is not None else 0
+    return int(number) if number is not None and number < 1e9 else 0
 
 
 def payload_to_event(p: Payload, capture_content: bool = False) -> Event:

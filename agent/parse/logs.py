@@ -221,10 +221,16 @@ def status_of(error_class: str, default: str = "500") -> str:
 
 
 def _float(text: str | None) -> float | None:
+    """A number from a log line; None unless finite and of a sane size (a 1e300 or NaN in a log
+    line must not become an event time or value that breaks every sink downstream)."""
     try:
-        return float(text) if text is not None else None
+        value = float(text) if text is not None else None
     except ValueError:
         return None
+    return value if value is not None and -1e11 < value < 1e11 else None
+
+
+_EPOCH_BOUNDS = (946684800.0, 4102444800.0)  # 2000-01-01 .. 2100-01-01, as the callback edge
 
 
 class LogParser:
@@ -355,7 +361,10 @@ class LogParser:
 
     # -- helpers -------------------------------------------------------------------------
     def _event(self, kind: str, **fields: Any) -> Event:
-        return Event(kind=kind, time=fields.pop("time", None) or self.clock(), source="log", **fields)
+        when = fields.pop("time", None)
+        if not (when and _EPOCH_BOUNDS[0] <= when <= _EPOCH_BOUNDS[1]):
+            when = self.clock()
+        return Event(kind=kind, time=when, source="log", **fields)
 
     def _describe(self, deployment: str) -> _Selection | None:
         """What we know of a deployment id: from the router's own lines, else the catalog."""

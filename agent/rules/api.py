@@ -16,6 +16,7 @@ from aiohttp import web
 
 from agent.alerts.model import fingerprint
 from agent.configtypes import ConfigError
+from agent.parse import safejson
 from agent.rules.budget import BudgetRule
 from agent.rules.state import ActiveAlert
 
@@ -122,7 +123,8 @@ class RulesApi:
                 "rules": [rule_json(r) for r in group.rules],
             })
         return web.json_response({"status": "success",
-                                  "data": {"groups": groups, "reload": self.engine.last_reload.to_json()}})
+                                  "data": {"groups": groups, "reload": self.engine.last_reload.to_json()}},
+                                 dumps=safejson.dumps)
 
     async def alerts(self, request: web.Request) -> web.Response:
         wanted = request.query.get("state")
@@ -130,7 +132,7 @@ class RulesApi:
         alerts = [alert_json(r, a) for r, a in self.engine.active_alerts()
                   if (not wanted or a.state == wanted) and (not name or r.rule.alert == name)]
         alerts.sort(key=lambda a: (a["activeAt"] or "", a["labels"].get("alertname", "")))
-        return web.json_response({"status": "success", "data": {"alerts": alerts}})
+        return web.json_response({"status": "success", "data": {"alerts": alerts}}, dumps=safejson.dumps)
 
     async def reload(self, request: web.Request) -> web.Response:
         gw = _gatewatch(request.app)

@@ -147,6 +147,8 @@ class BudgetRule:
         last: Period | None = None
         bucket: dict[str, float] = {}
         for key, p, v in zip(keys, periods, values, strict=True):
+            if not -math.inf < v < math.inf:  # NaN/inf would poison the period's total for good
+                continue
             if p is not last:
                 last = p
                 bucket = pending.setdefault(p.id, {})
@@ -184,7 +186,7 @@ class BudgetRule:
         shared backend, sidecars racing on the last free places can add a few more; the
         in-memory view folds those)."""
         current = period_of(now, self.spec.period, self.tz)
-        pending, self.pending = self.pending, {}
+        pending, self.pending = _finite_amounts(self.pending), {}
         done: set[str] = set()
         try:
             for period_id, amounts in pending.items():
@@ -310,3 +312,13 @@ class BudgetRule:
         """The `n` largest spenders of the current period: (key, spend, limit)."""
         ranked = sorted(self.totals.items(), key=lambda kv: kv[1], reverse=True)[:n]
         return [(key, spend, self.spec.limit_for(key)) for key, spend in ranked]
+
+
+def _finite_amounts(pending: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Deltas without non-finite amounts: one NaN stored would fail every later write of the
+    period (SQLite stores NaN as NULL) and freeze the budget until a restart lost it."""
+    for amounts in pending.values():
+        bad = [field for field, amount in amounts.items() if not math.isfinite(amount)]
+        for field in bad:
+            del amounts[field]
+    return pending

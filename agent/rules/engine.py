@@ -87,8 +87,8 @@ class RuleSink:
     def __init__(self, engine: RuleEngine) -> None:
         self.engine = engine
 
-    def handle(self, events: Sequence[Event]) -> None:
-        self.engine.handle(events)
+    def handle(self, events: Sequence[Event]) -> int:
+        return self.engine.handle(events)
 
     async def start(self) -> None:
         return None
@@ -127,12 +127,13 @@ class RuleEngine:
         self.task = ""  # this sidecar's task (ECS task ARN or host), named by `scope: local` alerts
 
     # -- ingest --------------------------------------------------------------------------
-    def handle(self, events: Sequence[Event]) -> None:
+    def handle(self, events: Sequence[Event]) -> int:
         """Feed a batch to every rule: each rule reads the whole batch at once (agent/rules/batch.py),
-        so what rules share (a kind filter, a signal, a `by` tuple) is computed once per batch."""
+        so what rules share (a kind filter, a signal, a `by` tuple) is computed once per batch.
+        Returns how many events some rule could not take (the pipeline counts them)."""
         live = [e for e in events if not e.health_check]
         if not live:
-            return
+            return 0
         batch = Batch(live)
         failed: set[int] = set()
         for observe in self._observers:
@@ -142,6 +143,7 @@ class RuleEngine:
                 self._observe_each(observe, batch, failed)
         if failed:
             self.observe_errors += len(failed)
+        return len(failed)
 
     def _observe_each(self, observe: Callable[[Batch], None], batch: Batch, failed: set[int]) -> None:
         """The slow path after a rule raised on a batch: nothing of it was applied (a batch is read
@@ -463,6 +465,10 @@ class RuleEngine:
         detail = f"{len(self.rule_set)} rules in {len(self.groups)} groups"
         if not self.last_reload.ok:
             detail += "; last reload failed (running the previous rules)"
+        failing = [r for r in self.rules.values() if r.health == "err"]
+        if failing:  # cleared by the next evaluation that works (gatewatch_rule_evaluation_failures_total)
+            detail += f"; degraded: {len(failing)} rule(s) failing: " + "; ".join(
+                f"{r.rule.id}: {r.last_error}"[:200] for r in failing[:3])
         return self.started, detail
 
 

@@ -215,13 +215,16 @@ class CloudWatchSink:
         self._stopped = False
 
     # -- hot path -------------------------------------------------------------------
-    def handle(self, events: Sequence[Event]) -> None:
+    def handle(self, events: Sequence[Event]) -> int:
         add = self.aggregator.add
+        failed = 0
         for event in events:
             try:
                 add(event)
             except (TypeError, ValueError, AttributeError):  # a malformed event: count, skip, go on
                 self.metrics.dropped.labels("invalid_event").inc()
+                failed += 1
+        return failed
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:

@@ -9,6 +9,7 @@ opt-in; every metric has a series limit past which new label sets fold into one
 
 from __future__ import annotations
 
+import logging
 import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -20,6 +21,8 @@ from prometheus_client.registry import Collector
 from agent.enrich import Catalog
 from agent.events import Event, Kind
 from agent.selfmetrics import SelfMetrics
+
+log = logging.getLogger(__name__)
 
 # LiteLLM's LATENCY_BUCKETS (litellm/types/integrations/prometheus.py, 1.108.7)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 420.0,
@@ -287,15 +290,22 @@ class PrometheusSink:
     def series(self) -> int:
         return sum(len(f) for f in self._families)
 
-    def handle(self, events: Sequence[Event]) -> None:
+    def handle(self, events: Sequence[Event]) -> int:
+        failed = 0
         for event in events:
             kind = event.kind
-            if kind == Kind.REQUEST:
-                self._request(event)
-            elif kind == Kind.OUTCOME:
-                self._outcome(event)
-            else:
-                self._other(event)
+            try:  # per event: a value the edge let through costs that event, not the batch
+                if kind == Kind.REQUEST:
+                    self._request(event)
+                elif kind == Kind.OUTCOME:
+                    self._outcome(event)
+                else:
+                    self._other(event)
+            except Exception:
+                failed += 1
+                if failed == 1:
+                    log.exception("prometheus sink: a %s event failed", kind)
+        return failed
 
     def _request(self, event: Event) -> None:
         if event.health_check and not self.include_health_checks:

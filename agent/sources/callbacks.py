@@ -8,16 +8,17 @@ large (413), or a wrong token (401). A bad item inside a good batch is counted a
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from agent.parse.litellm import BodyError, decode_body
+from agent.parse.safejson import TOO_DEEP, NotJson, TooDeep, loads, split_array
 from agent.parse.webhook import AlertBodyError, alert_to_event
 from agent.pipeline import Pipeline
 from agent.selfmetrics import SelfMetrics
+from agent.sources.bodies import BodyReader
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,9 @@ def bearer_auth_middleware(token: str | None, protected_prefixes: tuple[str, ...
 
 class IngestRoutes:
     def __init__(self, pipeline: Pipeline, metrics: SelfMetrics, accepting: Callable[[], bool],
-                 capture_content: Callable[[], bool] = lambda: False) -> None:
+                 capture_content: Callable[[], bool] = lambda: False, bodies: BodyReader | None = None) -> None:
         self.pipeline = pipeline
+        self.bodies = bodies or BodyReader(timeout=30.0, max_inflight=64)
         self.metrics = metrics
         self._accepting = accepting
         self._capture_content = capture_content
@@ -80,7 +82,7 @@ class IngestRoutes:
         if not self._accepting():
             self._count(EVENTS_ROUTE, 503)
             return web.json_response({"error": "shutting down"}, status=503)
-        body = await request.read()
+        body = await self._read(request, EVENTS_ROUTE, "callback")
         try:
             batch = decode_body(body, self._capture_content())
         except BodyError as exc:
@@ -103,24 +105,55 @@ class IngestRoutes:
         if not self._accepting():
             self._count(ALERTS_ROUTE, 503)
             return web.json_response({"error": "shutting down"}, status=503)
-        raw = await request.read()
+        raw = await self._read(request, ALERTS_ROUTE, "webhook")
         try:
-            body = json.loads(raw)
-        except ValueError:
+            items = _alert_items(raw)
+        except (NotJson, TooDeep) as exc:
             self.metrics.events_rejected.labels("webhook", "invalid_body").inc()
             self._count(ALERTS_ROUTE, 400)
-            return web.json_response({"error": "body is not JSON"}, status=400)
-        items = body if isinstance(body, list) else [body]
+            message = "body is not JSON: nested too deep" if isinstance(exc, TooDeep) else "body is not JSON"
+            return web.json_response({"error": message}, status=400)
         events, rejected = [], 0
         for item in items:
             try:
+                if isinstance(item, TooDeep):
+                    raise AlertBodyError("nested too deep")
                 events.append(alert_to_event(item))
             except AlertBodyError as exc:
                 rejected += 1
-                self.metrics.events_rejected.labels("webhook", "unknown_alert").inc()
+                reason = TOO_DEEP if isinstance(item, TooDeep) else "unknown_alert"
+                self.metrics.events_rejected.labels("webhook", reason).inc()
                 log.warning("rejected alert body: %s", exc)
         if events:
             self.pipeline.publish(events)
             self._received_alerts.inc(len(events))
         self._count(ALERTS_ROUTE, 200)
         return web.json_response({"accepted": len(events), "rejected": rejected})
+
+    async def _read(self, request: web.Request, route: str, source: str) -> bytes:
+        try:
+            return await self.bodies.read(request)
+        except web.HTTPException as exc:
+            self.metrics.events_rejected.labels(source, "unreadable_body").inc()
+            self._count(route, exc.status)
+            raise
+
+
+def _alert_items(raw: bytes) -> list[object]:
+    """The alert bodies of a POST: one object or an array; an item nested too deep becomes a
+    TooDeep in its place, so the rest of the array still counts."""
+    try:
+        body = loads(raw)
+    except TooDeep:
+        if raw.lstrip()[:1] != b"[":
+            raise
+        items: list[object] = []
+        for part in split_array(raw):
+            try:
+                items.append(loads(part))
+            except TooDeep as exc:
+                items.append(exc)
+            except NotJson:
+                items.append(None)  # rejected by alert_to_event as an unknown body
+        return items
+    return body if isinstance(body, list) else [body]

@@ -6,6 +6,7 @@ SQLite calls run on one dedicated thread (agent.sqlitedb.SqliteWorker).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
@@ -73,6 +74,10 @@ class LocalState(SqliteStore):
     # -- counters -------------------------------------------------------------------
     async def incr_many(self, key: str, amounts: dict[str, float], ttl: float | None = None) -> None:
         expires = time.time() + ttl if ttl else None
+        # NaN would be stored as NULL and fail every later write of the key: never store one
+        amounts = {f: a for f, a in amounts.items() if math.isfinite(a)}
+        if not amounts:
+            return
 
         def op() -> None:
             db = self._conn()
@@ -130,4 +135,6 @@ class LocalState(SqliteStore):
         await self._run(lambda: self._conn().execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner)))
 
     def healthy(self) -> tuple[bool, str]:
+        if self.health.last_error:
+            return False, f"degraded: local sqlite {self.path}: writes failing: {self.health.last_error}"
         return True, f"local sqlite {self.path}"
