@@ -33,7 +33,10 @@ def _n(value: str) -> str:
 
 
 def _exception_class(event: Event, provider: str | None = None, error_class: str | None = None) -> str:
-    provider = event.api_provider if provider is None else provider
+    """LiteLLM's `_get_exception_class_name`: the exception's own `llm_provider`, capitalized,
+    as a prefix ("Openai.RateLimitError"); none for proxy errors ("ProxyException")."""
+    if provider is None:
+        provider = event.error_provider if event.source == "callback" else event.api_provider
     error_class = event.error_class if error_class is None else error_class
     if not error_class:
         return NONE
@@ -49,7 +52,7 @@ def label_values(event: Event) -> dict[str, str]:
         "requested_model": _n(event.requested_model),
         "model_id": _n(event.deployment),
         "api_base": event.api_base,
-        "api_provider": event.api_provider,
+        "api_provider": _n(event.api_provider),
         "api_key_alias": _n(event.key_alias),
         "team": _n(event.team),
         "team_alias": _n(event.team_alias),
@@ -138,9 +141,10 @@ _OPTIONAL_FIELDS = {"hashed_api_key": "key_hash", "user": "user", "end_user": "e
                     "user_email": "user_email", "client_ip": "client_ip", "user_agent": "user_agent"}
 _REQUEST_KEY_FIELDS = ("model", "model_group", "requested_model", "deployment", "api_base", "api_provider",
                        "key_alias", "team", "team_alias", "org_id", "org_alias", "aws_account", "aws_region",
-                       "status_code", "error_class", "normalized_error")
+                       "status_code", "error_class", "error_provider", "normalized_error")
 _OUTCOME_KEY_FIELDS = ("requested_model", "deployment", "api_provider", "key_alias", "team", "team_alias", "org_id",
-                       "org_alias", "route", "aws_account", "aws_region", "status_code", "error_class")
+                       "org_alias", "route", "aws_account", "aws_region", "status_code", "error_class",
+                       "error_provider")
 # slots of a request bundle (indexes into PrometheusSink._request_families)
 (_DEP_TOTAL, _DEP_SUCCESS, _DEP_FAILURE, _STATE, _API_LATENCY, _PER_TOKEN, _TOTAL_LATENCY, _TTFT, _OVERHEAD, _SPEND,
  _TOTAL_TOKENS, _INPUT_TOKENS, _OUTPUT_TOKENS, _REMAINING_REQUESTS, _REMAINING_TOKENS, _RATE_LIMITED) = range(16)
@@ -300,7 +304,7 @@ class PrometheusSink:
     def _request(self, event: Event) -> None:
         if event.health_check and not self.include_health_checks:
             self.health_checks.child(
-                {"model": _n(event.model), "api_provider": event.api_provider, "status": event.status}
+                {"model": _n(event.model), "api_provider": _n(event.api_provider), "status": event.status}
             ).inc()
             return
         key = self._request_key(event)
@@ -331,6 +335,13 @@ class PrometheusSink:
             (slots[_TOTAL_TOKENS] or fill(slots, _TOTAL_TOKENS, event, fams)).inc(event.total_tokens)
             (slots[_INPUT_TOKENS] or fill(slots, _INPUT_TOKENS, event, fams)).inc(event.input_tokens)
             (slots[_OUTPUT_TOKENS] or fill(slots, _OUTPUT_TOKENS, event, fams)).inc(event.output_tokens)
+            # LiteLLM sets the remaining gauges from successful calls only: a 429's headers
+            # (remaining 0, good until its reset) must not stick as the deployment's reading
+            if has_deployment and event.remaining_requests is not None:
+                (slots[_REMAINING_REQUESTS] or fill(slots, _REMAINING_REQUESTS, event, fams)).set(
+                    event.remaining_requests)
+            if has_deployment and event.remaining_tokens is not None:
+                (slots[_REMAINING_TOKENS] or fill(slots, _REMAINING_TOKENS, event, fams)).set(event.remaining_tokens)
             if event.retries:
                 values = label_values(event)
                 values["source"] = "callback"
@@ -338,6 +349,7 @@ class PrometheusSink:
             if event.fallbacks:
                 attrs = event.attrs
                 values = label_values(event)
+                values["requested_model"] = _n(attrs.get("fallback_from_group") or event.requested_model)
                 values["fallback_model"] = event.model_group
                 values["exception_status"] = attrs.get("fallback_from_status", NONE)
                 values["exception_class"] = _exception_class(
@@ -353,10 +365,6 @@ class PrometheusSink:
                 (slots[_RATE_LIMITED] or fill(slots, _RATE_LIMITED, event, fams)).inc()
             if event.is_no_deployments:  # rare: no cached child needed
                 self.no_deployments.child({"model_group": event.model_group}).inc()
-        if has_deployment and event.remaining_requests is not None:
-            (slots[_REMAINING_REQUESTS] or fill(slots, _REMAINING_REQUESTS, event, fams)).set(event.remaining_requests)
-        if has_deployment and event.remaining_tokens is not None:
-            (slots[_REMAINING_TOKENS] or fill(slots, _REMAINING_TOKENS, event, fams)).set(event.remaining_tokens)
 
     def _outcome(self, event: Event) -> None:
         key = self._outcome_key(event)
@@ -371,11 +379,15 @@ class PrometheusSink:
     def _other(self, event: Event) -> None:
         kind = event.kind
         if kind == Kind.COOLDOWN:
+            # LiteLLM's cooldown callback labels the deployment with its model *group* name
+            # (`deployment.model_name`), so its "complete outage" is a series of its own next
+            # to the 0/1 series the calls keep under the provider model name
             values = label_values(event)
+            values["litellm_model_name"] = _n(event.model_group or event.model)
             self.cooled_down.child(values).inc()
             self.state.child(values).set(2)
-        elif kind == Kind.DEPLOYMENT_STATE and event.value is not None:
-            self.state.child(label_values(event)).set(event.value)
+        # Kind.DEPLOYMENT_STATE (failed retries in the logs, /health polls) feeds the rules'
+        # deployment_state signal only: LiteLLM's gauge is set by calls and cooldowns alone
         elif kind == Kind.RETRY:
             values = label_values(event)
             values["source"] = event.source
