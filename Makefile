@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint test-deps bench clean
+.PHONY: run test test-litellm-newest lint test-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ lint: $(STAMP)
 
 test: $(STAMP) test-deps lint
 	$(VENV)/bin/pytest -q tests
+	$(MAKE) test-litellm-newest
+
+# the e2e comparison again, against the newest LiteLLM the package index has (its own cached
+# venv and lock file: tests/e2e/litellm_venv.py NEWEST_VERSION)
+test-litellm-newest: $(STAMP)
+	GATEWATCH_E2E_LITELLM_VERSION=newest $(VENV)/bin/pytest -q tests/e2e/test_e2e_counts.py tests/e2e/test_e2e_fidelity.py
 
 bench: $(STAMP) test-deps
 	$(PY) bench/run_all.py
