@@ -220,8 +220,9 @@ def test_cooldown_is_labelled_with_the_model_group():
 # -- deployment state (set_deployment_healthy / partial_outage / complete_outage) -----------
 def test_deployment_state_series_are_litellms():
     """Calls set 0 / 1 under the provider model name; a cooldown sets 2 under the group name, a
-    series of its own (LiteLLM never resets it). The log's failed retries and /health polls do
-    not touch the gauge (LiteLLM's callbacks never see them); they feed the rules."""
+    series of its own (LiteLLM never resets it). The log's failed retries do not touch the gauge
+    (LiteLLM's callbacks never see them); they feed the rules. Known difference: the opt-in
+    /health polling (litellm.deployment_health_interval) does set it."""
     lab = Lab().callbacks("generic_api_success.json", "generic_api_retry_then_success.json",
                           "generic_api_no_deployments.json").log_file("logs_no_deployments.jsonl")
     state = {(labels["litellm_model_name"], labels["model_id"]): v for labels, v in
@@ -230,12 +231,20 @@ def test_deployment_state_series_are_litellms():
     assert state[("fake-ok", "gpt-lab-acct111-use1")] in (0.0, 1.0)
     assert_litellm_wrote_the_same(lab, "litellm_deployment_state")
 
-    before = lab.series("litellm_deployment_state")
-    lab.publish([Event(kind=Kind.DEPLOYMENT_STATE, time=1.0, source=source, deployment="gpt-lab-acct222-euw1",
-                       model="fake-ok", model_group="gpt-lab", api_provider="openai",
-                       api_base="http://127.0.0.1:18002/v1", value=value)
-                 for source, value in (("log", 1.0), ("health", 2.0))])
-    assert lab.series("litellm_deployment_state") == before
+    def reading(source: str, value: float) -> Event:
+        return Event(kind=Kind.DEPLOYMENT_STATE, time=1.0, source=source, deployment="gpt-lab-acct222-euw1",
+                     model="fake-ok", model_group="gpt-lab", api_provider="openai",
+                     api_base="http://127.0.0.1:18002/v1", value=value)
+
+    def series() -> dict[tuple[str, str], float]:
+        return {(labels["litellm_model_name"], labels["model_id"]): v for labels, v in
+                lab.series("litellm_deployment_state")}
+
+    before = series()
+    lab.publish([reading("log", 1.0)])
+    assert series() == before
+    lab.publish([reading("health", 2.0)])
+    assert series() == {**before, ("fake-ok", "gpt-lab-acct222-euw1"): 2.0}
 
 
 def test_bedrock_state_uses_litellms_model_and_api_base():

@@ -386,8 +386,12 @@ class PrometheusSink:
             values["litellm_model_name"] = _n(event.model_group or event.model)
             self.cooled_down.child(values).inc()
             self.state.child(values).set(2)
-        # Kind.DEPLOYMENT_STATE (failed retries in the logs, /health polls) feeds the rules'
-        # deployment_state signal only: LiteLLM's gauge is set by calls and cooldowns alone
+        elif kind == Kind.DEPLOYMENT_STATE and event.value is not None and event.source == "health":
+            # opt-in /health polling (litellm.deployment_health_interval): a reading LiteLLM's
+            # own gauge does not have, documented as a difference. Failed retries seen in the
+            # logs only feed the rules' deployment_state signal: LiteLLM's callbacks never see
+            # them, so its gauge is set by calls and cooldowns alone, and so is this one.
+            self.state.child(label_values(event)).set(event.value)
         elif kind == Kind.RETRY:
             values = label_values(event)
             values["source"] = event.source

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from tests.e2e import alerting
 from tests.e2e.lab import Lab, wait_until
+from tests.e2e.litellm_venv import litellm_version
 from tests.e2e.promtext import Scrape
 from tests.e2e.receiver import WebhookReceiver
 from tests.e2e.traffic import Call, Driver
@@ -43,6 +44,14 @@ UNKNOWN_MODEL = "no-such-model"
 def all_in_cooldown(call: Call) -> bool:
     """Refused because every deployment of the group was cooling down."""
     return NO_DEPLOYMENTS in call.error_message and CROSSED_BUDGET not in call.error_message
+
+
+def fallbacks_counted_under_the_group_asked_for() -> bool:
+    """LiteLLM >= 1.110 counts a request rescued by a fallback in litellm_proxy_total_requests_metric
+    under the group asked for (`original_model_group`); 1.108 (and gatewatch) under the group that
+    served it. Its spend, tokens and latency stay under the group that served it in both."""
+    version = tuple(int(part) for part in litellm_version().split(".")[:2] if part.isdigit())
+    return version >= (1, 110)
 
 
 def litellm_labels(call: Call) -> tuple[str, str]:
