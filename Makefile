@@ -22,8 +22,10 @@ test-deps:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent tests bench dashboards
 
+# the newest LiteLLM's venv installs (cached per lock hash, file-locked) while the suite runs
 test: $(STAMP) test-deps lint
-	$(VENV)/bin/pytest -q tests
+	mkdir -p .cache && (GATEWATCH_E2E_LITELLM_VERSION=newest $(PY) -m tests.e2e.litellm_venv \
+	  > .cache/litellm-newest-install.log 2>&1 &) && $(VENV)/bin/pytest -q tests
 	$(MAKE) test-litellm-newest
 
 # the e2e comparison again, against the newest LiteLLM the package index has (its own cached
