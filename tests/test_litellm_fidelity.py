@@ -220,7 +220,7 @@ def test_cooldown_is_labelled_with_the_model_group():
 # -- deployment state (set_deployment_healthy / partial_outage / complete_outage) -----------
 def test_deployment_state_series_are_litellms():
     """Calls set 0 / 1 under the provider model name; a cooldown sets 2 under the group name, a
-    series of its own (LiteLLM never resets it). The log's failed retries do not touch the gauge
+    series of its own. The log's failed retries do not touch the gauge
     (LiteLLM's callbacks never see them); they feed the rules. Known difference: the opt-in
     /health polling (litellm.deployment_health_interval) does set it."""
     lab = Lab().callbacks("generic_api_success.json", "generic_api_retry_then_success.json",
@@ -239,6 +239,12 @@ def test_deployment_state_series_are_litellms():
     def series() -> dict[tuple[str, str], float]:
         return {(labels["litellm_model_name"], labels["model_id"]): v for labels, v in
                 lab.series("litellm_deployment_state")}
+
+    # Known difference: LiteLLM keeps the cooldown's 2 for good; gatewatch sets it back to 0 at
+    # the deployment's next successful call (and only that deployment's)
+    lab.callbacks("generic_api_streaming.json")  # a success on gpt-lab-acct111-use1
+    assert series()[("gpt-lab", "gpt-lab-acct111-use1")] == 0.0
+    assert series()[("gpt-lab", "gpt-lab-acct333-usw2")] == 2.0
 
     before = series()
     lab.publish([reading("log", 1.0)])

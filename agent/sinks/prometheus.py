@@ -266,6 +266,7 @@ class PrometheusSink:
         # a cache, not the source of truth (that is each family's capped children): bounded by
         # emptying it when full, so a flood of new label sets cannot grow it
         self._bundle_limit = max(1024, series_limit)
+        self._cooled: dict[str, Any] = {}  # deployment id -> its cooldown state series, while at 2
 
     def clear(self) -> None:
         """Drop every series and the cached children."""
@@ -273,6 +274,7 @@ class PrometheusSink:
             fam.remove_all()
         self._request_bundles.clear()
         self._outcome_bundles.clear()
+        self._cooled.clear()
 
     def _bundle(self, cache: dict[tuple[str, ...], list[Any]], key: tuple[str, ...], size: int) -> list[Any]:
         if len(cache) >= self._bundle_limit:
@@ -320,6 +322,10 @@ class PrometheusSink:
             if has_deployment:
                 (slots[_DEP_SUCCESS] or fill(slots, _DEP_SUCCESS, event, fams)).inc()
                 (slots[_STATE] or fill(slots, _STATE, event, fams)).set(0)
+                if self._cooled:  # the deployment serves again: its cooldown is over
+                    ended = self._cooled.pop(event.deployment, None)
+                    if ended is not None:
+                        ended.set(0)
             latency = event.latency
             if latency is not None:
                 (slots[_API_LATENCY] or fill(slots, _API_LATENCY, event, fams)).observe(latency)
@@ -382,10 +388,16 @@ class PrometheusSink:
             # LiteLLM's cooldown callback labels the deployment with its model *group* name
             # (`deployment.model_name`), so its "complete outage" is a series of its own next
             # to the 0/1 series the calls keep under the provider model name
+            # Known difference: LiteLLM never sets that series back; gatewatch sets it to 0 at
+            # the deployment's next successful call, so a dashboard's max() does not show a
+            # complete outage for good after one cooldown.
             values = label_values(event)
             values["litellm_model_name"] = _n(event.model_group or event.model)
             self.cooled_down.child(values).inc()
-            self.state.child(values).set(2)
+            state = self.state.child(values)
+            state.set(2)
+            if event.deployment and len(self._cooled) < self._bundle_limit:
+                self._cooled[event.deployment] = state
         elif kind == Kind.DEPLOYMENT_STATE and event.value is not None and event.source == "health":
             # opt-in /health polling (litellm.deployment_health_interval): a reading LiteLLM's
             # own gauge does not have, documented as a difference. Failed retries seen in the
