@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # `make run` needs the runtime dependencies only; tests add the `test` extra to the same venv
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: run test lint test-deps min-versions bench fuzz clean
+.PHONY: run test test-litellm-newest lint test-deps min-versions bench fuzz clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,17 @@ lint: $(STAMP)
 min-versions: $(STAMP)
 	$(PY) scripts/check-min-versions.py
 
+# the newest LiteLLM's venv installs (cached per lock hash, file-locked) while the suite runs
 test: $(STAMP) test-deps lint
-	$(VENV)/bin/pytest -q tests
+	mkdir -p .cache && (GATEWATCH_E2E_LITELLM_VERSION=newest $(PY) -m tests.e2e.litellm_venv \
+	  > .cache/litellm-newest-install.log 2>&1 &) && $(VENV)/bin/pytest -q tests
+	$(MAKE) test-litellm-newest
 	$(PY) scripts/check-min-versions.py
+
+# the newest LiteLLM: the e2e comparison again against it (its own cached venv and lock file:
+# tests/e2e/litellm_venv.py NEWEST_VERSION)
+test-litellm-newest: $(STAMP)
+	GATEWATCH_E2E_LITELLM_VERSION=newest $(VENV)/bin/pytest -q tests/e2e/test_e2e_counts.py tests/e2e/test_e2e_fidelity.py
 
 # the ingest fuzz suite at length (make test runs 2,000 bodies); figures in bench/README.md
 fuzz: $(STAMP)

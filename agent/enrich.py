@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
 
-from agent.events import UNKNOWN, Event
+from agent.events import UNKNOWN, Event, Kind
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,8 @@ _BEDROCK_HOST_RE = re.compile(
 _REGION_RE = re.compile(r"^[a-z]{2}(?:-gov)?-[a-z]+-\d$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _ENV_PREFIX = "os.environ/"
+UNRECOGNIZED_MODEL = "other"  # LiteLLM's UNRECOGNIZED_REQUESTED_MODEL_LABEL
+NONE = "None"  # LiteLLM's spelling of a missing label value
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,7 @@ class Catalog:
         self.fallback = fallback or Fallback()
         self._by_id: dict[str, Deployment] = {}
         self._by_base: dict[str, list[Deployment]] = {}
+        self._groups: frozenset[str] = frozenset()
         self.replace(deployments)
 
     def replace(self, deployments: Iterable[Deployment]) -> None:
@@ -168,6 +171,12 @@ class Catalog:
             if dep.api_base:
                 by_base.setdefault(_normalize_base(dep.api_base), []).append(dep)
         self._by_id, self._by_base = by_id, by_base
+        self._groups = frozenset(d.model_group for d in by_id.values() if d.model_group)
+
+    def knows_model(self, name: str) -> bool:
+        """True when `name` is a model group or a deployment id of the proxy (what LiteLLM's
+        router recognizes), or when there is no catalog to tell (nothing loaded yet)."""
+        return not self._by_id or name in self._groups or name in self._by_id
 
     def merge(self, deployments: Iterable[Deployment]) -> None:
         """Add or update deployments (e.g. from /model/info) keeping what they do not say."""
@@ -225,7 +234,10 @@ class Enricher:
 
     def enrich(self, event: Event) -> None:
         if not event.deployment and not event.api_base:
-            return  # router-level or proxy-level failure: no deployment to attribute
+            # router-level or proxy-level failure: no deployment to attribute
+            if event.kind == Kind.REQUEST and not event.health_check:
+                self._refused(event)
+            return
         key = (event.deployment, event.api_base, event.model)
         cached = self._cache.get(key)
         if cached is None:
@@ -248,6 +260,17 @@ class Enricher:
             event.api_provider = provider
         if (not account or not region) and self._on_unattributed is not None and not event.health_check:
             self._on_unattributed(event.deployment or event.api_base, event.model_group)
+
+    def _refused(self, event: Event) -> None:
+        """A request refused before routing (bad key, unknown model, budget, no deployment
+        available). Like LiteLLM's `_bounded_requested_model_label`, a requested model the
+        proxy does not know becomes `other`, so clients cannot mint label values. It stays
+        `unknown` in account and region, and is counted as unattributed like any other."""
+        requested = event.requested_model
+        if requested and not self.catalog.knows_model(requested):
+            event.requested_model = UNRECOGNIZED_MODEL
+        if self._on_unattributed is not None:
+            self._on_unattributed(NONE, event.model_group or event.requested_model or NONE)
 
     def _resolve(self, event: Event) -> tuple[str, str, str]:
         dep = self.catalog.lookup(event.deployment, event.api_base, event.model)

@@ -78,6 +78,7 @@ class Event:
     status: str = "success"  # success | failure
     status_code: str = "200"
     error_class: str = ""
+    error_provider: str = ""  # the provider the exception names (LiteLLM's exception_class prefix)
     error_code: str = ""
     normalized_error: str = ""
     error_message: str = ""

@@ -66,12 +66,14 @@ class RequestTracker:
             if held is not None:
                 first = held[1]
                 self.recovered += 1
-                event.requested_model = first.requested_model or event.requested_model
                 if event.fallbacks:
+                    # the request counts under the group that served it, as in LiteLLM's own
+                    # metrics; the group asked for is kept for the fallback counter and traces
                     event.attrs = dict(event.attrs)
+                    event.attrs["fallback_from_group"] = first.requested_model or first.model_group
                     event.attrs["fallback_from_status"] = first.status_code
                     event.attrs["fallback_from_class"] = first.error_class
-                    event.attrs["fallback_from_provider"] = first.api_provider
+                    event.attrs["fallback_from_provider"] = first.error_provider
             out.append(event.copy(kind=Kind.OUTCOME))
             return
         if not event.call_id or self.window <= 0:

@@ -86,12 +86,15 @@ def test_failure_without_recovery_counts_after_the_window():
     assert outcomes(sink)[0].status_code == "500"
 
 
-def test_fallback_keeps_the_requested_model():
+def test_fallback_counts_under_the_group_that_served_and_remembers_the_one_asked_for():
+    """LiteLLM counts a request rescued by a fallback under the group that served it; the group
+    asked for goes to litellm_deployment_successful_fallbacks and the trace."""
     pipeline, sink, _clock, _ = build()
     pipeline.publish(events("generic_api_fallback.json"))
     pipeline.publish(events("generic_api_fallback_2.json"))
     (outcome,) = outcomes(sink)
-    assert outcome.requested_model == "error-model" and outcome.model_group == "gpt-lab"
+    assert outcome.requested_model == "gpt-lab" and outcome.model_group == "gpt-lab"
+    assert outcome.attrs["fallback_from_group"] == "error-model"
     assert outcome.attrs["fallback_from_status"] == "500"
 
 

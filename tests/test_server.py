@@ -106,8 +106,11 @@ async def test_one_request_per_call_id(replayed):
     assert total(rows, "litellm_proxy_failed_requests_metric_total") == failed
     # the retried request counts once, as a success on the deployment that served it
     fallback = capture_items("generic_api_fallback_2.json")[0]
+    # counted under the group that served it, as LiteLLM does (requested_model = its model_group)
     assert total(rows, "litellm_proxy_total_requests_metric_total", requested_model="error-model",
-                 status_code="200") == 1
+                 status_code="200") == 0
+    assert total(rows, "litellm_proxy_total_requests_metric_total", requested_model=fallback["model_group"],
+                 model_id=fallback["model_id"], status_code="200") >= 1
     assert total(rows, "litellm_deployment_successful_fallbacks_total", requested_model="error-model",
                  fallback_model=fallback["model_group"]) == 1
 

@@ -127,6 +127,7 @@ def dimension_key(event: Event) -> tuple[Any, ...]:
         event.model,
         event.model_group,
         event.requested_model,
+        event.attrs.get("fallback_from_group") if event.fallbacks else None,
         event.response_model,
         event.api_base,
         event.aws_account,
@@ -184,8 +185,9 @@ def dimension_attributes(event: Event) -> tuple[str, Attrs]:
     ):
         if value:
             attrs.append((key, value))
-    if event.requested_model and event.requested_model != event.model_group:
-        attrs.append(("litellm.requested_model", event.requested_model))
+    requested = event.attrs.get("fallback_from_group") or event.requested_model  # the group asked for
+    if requested and requested != event.model_group:
+        attrs.append(("litellm.requested_model", requested))
     if event.is_failure:
         attrs.append(("litellm.status_code", event.status_code))
     if event.cache_hit:

@@ -19,6 +19,8 @@ from agent.parse.ratelimit import reset_seconds
 from agent.parse.safejson import TOO_DEEP, NotJson, split_array
 
 HEALTH_CHECK_MARKER = "litellm-internal-health-check"
+# LiteLLM's status label of an exception without an HTTP status (`str(getattr(e, "status_code", None))`)
+NO_STATUS = "None"
 
 # Numbers are checked at the edge, where one bad item can still be refused on its own:
 # past this point a negative cost would make a Prometheus counter raise, and a NaN would
@@ -239,12 +241,14 @@ def _status_code(info: _ErrorInformation | None, failed: bool) -> str:
         return code
     if code == "internal_error":
         return "500"
-    normalized = info.normalized_error or ""
-    prefix = normalized.split("_", 1)[0]
-    if prefix.isdigit():
-        return prefix
+    if code:  # a provider's string code ("rate_limit_exceeded"): the HTTP status is in normalized_error
+        prefix = (info.normalized_error or "").split("_", 1)[0]
+        if prefix.isdigit():
+            return prefix
     # older LiteLLM (<= 1.100) leaves error_code empty on router errors: use the class
-    return _STATUS_BY_CLASS.get(info.error_class or "", "500")
+    # Otherwise the exception had no HTTP status at all (a budget's ValueError, a bare
+    # Exception): LiteLLM labels those `str(None)`, and so do we (see NO_STATUS).
+    return _STATUS_BY_CLASS.get(info.error_class or "", NO_STATUS)
 
 
 _STATUS_BY_CLASS = {
@@ -319,7 +323,9 @@ def payload_to_event(p: Payload, capture_content: bool = False) -> Event:
         start_time=p.startTime,
         model=model,
         model_group=p.model_group or "",
-        requested_model=p.model_group or "",
+        # refused before routing (bad key, unknown model, budget): no model_group, and the
+        # payload's `model` is what the client asked for, which LiteLLM labels requested_model
+        requested_model=p.model_group or ((p.model or "") if failed and not p.model_id else ""),
         deployment=p.model_id or hidden.model_id or "",
         api_provider=p.custom_llm_provider or (info.llm_provider if info else "") or "",
         api_base=p.api_base or hidden.api_base or "",
@@ -359,6 +365,7 @@ def payload_to_event(p: Payload, capture_content: bool = False) -> Event:
         event.overhead = hidden.litellm_overhead_time_ms / 1000.0
     if failed and info is not None:
         event.error_class = info.error_class or ""
+        event.error_provider = info.llm_provider or ""
         event.error_code = _s(info.error_code)
         event.normalized_error = info.normalized_error or ""
         event.error_message = (info.error_message or p.error_str or "")[:1000]

@@ -36,7 +36,10 @@ def _n(value: str) -> str:
 
 
 def _exception_class(event: Event, provider: str | None = None, error_class: str | None = None) -> str:
-    provider = event.api_provider if provider is None else provider
+    """LiteLLM's `_get_exception_class_name`: the exception's own `llm_provider`, capitalized,
+    as a prefix ("Openai.RateLimitError"); none for proxy errors ("ProxyException")."""
+    if provider is None:
+        provider = event.error_provider if event.source == "callback" else event.api_provider
     error_class = event.error_class if error_class is None else error_class
     if not error_class:
         return NONE
@@ -52,7 +55,7 @@ def label_values(event: Event) -> dict[str, str]:
         "requested_model": _n(event.requested_model),
         "model_id": _n(event.deployment),
         "api_base": event.api_base,
-        "api_provider": event.api_provider,
+        "api_provider": _n(event.api_provider),
         "api_key_alias": _n(event.key_alias),
         "team": _n(event.team),
         "team_alias": _n(event.team_alias),
@@ -141,9 +144,10 @@ _OPTIONAL_FIELDS = {"hashed_api_key": "key_hash", "user": "user", "end_user": "e
                     "user_email": "user_email", "client_ip": "client_ip", "user_agent": "user_agent"}
 _REQUEST_KEY_FIELDS = ("model", "model_group", "requested_model", "deployment", "api_base", "api_provider",
                        "key_alias", "team", "team_alias", "org_id", "org_alias", "aws_account", "aws_region",
-                       "status_code", "error_class", "normalized_error")
+                       "status_code", "error_class", "error_provider", "normalized_error")
 _OUTCOME_KEY_FIELDS = ("requested_model", "deployment", "api_provider", "key_alias", "team", "team_alias", "org_id",
-                       "org_alias", "route", "aws_account", "aws_region", "status_code", "error_class")
+                       "org_alias", "route", "aws_account", "aws_region", "status_code", "error_class",
+                       "error_provider")
 # slots of a request bundle (indexes into PrometheusSink._request_families)
 (_DEP_TOTAL, _DEP_SUCCESS, _DEP_FAILURE, _STATE, _API_LATENCY, _PER_TOKEN, _TOTAL_LATENCY, _TTFT, _OVERHEAD, _SPEND,
  _TOTAL_TOKENS, _INPUT_TOKENS, _OUTPUT_TOKENS, _REMAINING_REQUESTS, _REMAINING_TOKENS, _RATE_LIMITED) = range(16)
@@ -265,6 +269,7 @@ class PrometheusSink:
         # a cache, not the source of truth (that is each family's capped children): bounded by
         # emptying it when full, so a flood of new label sets cannot grow it
         self._bundle_limit = max(1024, series_limit)
+        self._cooled: dict[str, Any] = {}  # deployment id -> its cooldown state series, while at 2
 
     def clear(self) -> None:
         """Drop every series and the cached children."""
@@ -272,6 +277,7 @@ class PrometheusSink:
             fam.remove_all()
         self._request_bundles.clear()
         self._outcome_bundles.clear()
+        self._cooled.clear()
 
     def _bundle(self, cache: dict[tuple[str, ...], list[Any]], key: tuple[str, ...], size: int) -> list[Any]:
         if len(cache) >= self._bundle_limit:
@@ -310,7 +316,7 @@ class PrometheusSink:
     def _request(self, event: Event) -> None:
         if event.health_check and not self.include_health_checks:
             self.health_checks.child(
-                {"model": _n(event.model), "api_provider": event.api_provider, "status": event.status}
+                {"model": _n(event.model), "api_provider": _n(event.api_provider), "status": event.status}
             ).inc()
             return
         key = self._request_key(event)
@@ -326,6 +332,10 @@ class PrometheusSink:
             if has_deployment:
                 (slots[_DEP_SUCCESS] or fill(slots, _DEP_SUCCESS, event, fams)).inc()
                 (slots[_STATE] or fill(slots, _STATE, event, fams)).set(0)
+                if self._cooled:  # the deployment serves again: its cooldown is over
+                    ended = self._cooled.pop(event.deployment, None)
+                    if ended is not None:
+                        ended.set(0)
             latency = event.latency
             if latency is not None:
                 (slots[_API_LATENCY] or fill(slots, _API_LATENCY, event, fams)).observe(latency)
@@ -341,6 +351,13 @@ class PrometheusSink:
             (slots[_TOTAL_TOKENS] or fill(slots, _TOTAL_TOKENS, event, fams)).inc(event.total_tokens)
             (slots[_INPUT_TOKENS] or fill(slots, _INPUT_TOKENS, event, fams)).inc(event.input_tokens)
             (slots[_OUTPUT_TOKENS] or fill(slots, _OUTPUT_TOKENS, event, fams)).inc(event.output_tokens)
+            # LiteLLM sets the remaining gauges from successful calls only: a 429's headers
+            # (remaining 0, good until its reset) must not stick as the deployment's reading
+            if has_deployment and event.remaining_requests is not None:
+                (slots[_REMAINING_REQUESTS] or fill(slots, _REMAINING_REQUESTS, event, fams)).set(
+                    event.remaining_requests)
+            if has_deployment and event.remaining_tokens is not None:
+                (slots[_REMAINING_TOKENS] or fill(slots, _REMAINING_TOKENS, event, fams)).set(event.remaining_tokens)
             if event.retries:
                 values = label_values(event)
                 values["source"] = "callback"
@@ -348,6 +365,7 @@ class PrometheusSink:
             if event.fallbacks:
                 attrs = event.attrs
                 values = label_values(event)
+                values["requested_model"] = _n(attrs.get("fallback_from_group") or event.requested_model)
                 values["fallback_model"] = event.model_group
                 values["exception_status"] = attrs.get("fallback_from_status", NONE)
                 values["exception_class"] = _exception_class(
@@ -363,10 +381,6 @@ class PrometheusSink:
                 (slots[_RATE_LIMITED] or fill(slots, _RATE_LIMITED, event, fams)).inc()
             if event.is_no_deployments:  # rare: no cached child needed
                 self.no_deployments.child({"model_group": event.model_group}).inc()
-        if has_deployment and event.remaining_requests is not None:
-            (slots[_REMAINING_REQUESTS] or fill(slots, _REMAINING_REQUESTS, event, fams)).set(event.remaining_requests)
-        if has_deployment and event.remaining_tokens is not None:
-            (slots[_REMAINING_TOKENS] or fill(slots, _REMAINING_TOKENS, event, fams)).set(event.remaining_tokens)
 
     def _outcome(self, event: Event) -> None:
         key = self._outcome_key(event)
@@ -381,10 +395,24 @@ class PrometheusSink:
     def _other(self, event: Event) -> None:
         kind = event.kind
         if kind == Kind.COOLDOWN:
+            # LiteLLM's cooldown callback labels the deployment with its model *group* name
+            # (`deployment.model_name`), so its "complete outage" is a series of its own next
+            # to the 0/1 series the calls keep under the provider model name
+            # Known difference: LiteLLM never sets that series back; gatewatch sets it to 0 at
+            # the deployment's next successful call, so a dashboard's max() does not show a
+            # complete outage for good after one cooldown.
             values = label_values(event)
+            values["litellm_model_name"] = _n(event.model_group or event.model)
             self.cooled_down.child(values).inc()
-            self.state.child(values).set(2)
-        elif kind == Kind.DEPLOYMENT_STATE and event.value is not None:
+            state = self.state.child(values)
+            state.set(2)
+            if event.deployment and len(self._cooled) < self._bundle_limit:
+                self._cooled[event.deployment] = state
+        elif kind == Kind.DEPLOYMENT_STATE and event.value is not None and event.source == "health":
+            # opt-in /health polling (litellm.deployment_health_interval): a reading LiteLLM's
+            # own gauge does not have, documented as a difference. Failed retries seen in the
+            # logs only feed the rules' deployment_state signal: LiteLLM's callbacks never see
+            # them, so its gauge is set by calls and cooldowns alone, and so is this one.
             self.state.child(label_values(event)).set(event.value)
         elif kind == Kind.RETRY:
             values = label_values(event)

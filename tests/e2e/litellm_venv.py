@@ -8,6 +8,12 @@ clone installs the same thing every time. Another version can be tried with
 `GATEWATCH_E2E_LITELLM_VERSION=1.x.y`: without a lock file it installs whatever PyPI
 resolves for `litellm[proxy]==1.x.y`.
 
+The version matrix: `GATEWATCH_E2E_LITELLM_VERSION=newest` is NEWEST_VERSION, the newest
+LiteLLM that installs from the package index here, with its own lock file. Its `[proxy]`
+extra cannot install (it requires a `litellm-proxy` release the index does not have), so
+its lock was made from `litellm-<version>.requirements.txt`: `litellm==<version>` plus the
+`[proxy]` extra's requirements without `litellm-proxy` (which the proxy never imports).
+
 A file lock makes concurrent test runs on one machine wait for a single install instead of
 corrupting the venv; a stamp file written last marks a complete install.
 """
@@ -26,17 +32,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DEFAULT_VERSION = "1.108.7"
+NEWEST_VERSION = "1.110.2"  # `pip index versions litellm` here (December 2026); see the README's matrix
 # prometheus_client is not a dependency of litellm[proxy], but the `prometheus` callback needs it
 EXTRA_PACKAGES = ("prometheus_client",)
 INSTALL_TIMEOUT = 900.0
 
 
 def litellm_version() -> str:
-    return os.environ.get("GATEWATCH_E2E_LITELLM_VERSION") or DEFAULT_VERSION
+    wanted = os.environ.get("GATEWATCH_E2E_LITELLM_VERSION") or DEFAULT_VERSION
+    return NEWEST_VERSION if wanted == "newest" else wanted
 
 
 def lock_file(version: str) -> Path:
     return HERE / f"litellm-{version}.lock.txt"
+
+
+def requirements_file(version: str) -> Path:
+    """What to install for a version whose `litellm[proxy]` does not resolve (no lock yet)."""
+    return HERE / f"litellm-{version}.requirements.txt"
 
 
 def cache_dir() -> Path:
@@ -49,6 +62,9 @@ def _requirements(version: str) -> tuple[list[str], str]:
     if lock.is_file():
         text = lock.read_text()
         return ["-r", str(lock)], hashlib.sha256(text.encode()).hexdigest()
+    recipe = requirements_file(version)
+    if recipe.is_file():
+        return ["-r", str(recipe)], hashlib.sha256(recipe.read_text().encode()).hexdigest()
     wanted = [f"litellm[proxy]=={version}", *EXTRA_PACKAGES]
     return wanted, hashlib.sha256(" ".join(wanted).encode()).hexdigest()
 
@@ -131,6 +147,8 @@ if __name__ == "__main__":  # python -m tests.e2e.litellm_venv [--freeze]
     path = ensure_litellm_venv()
     print(path, installed_version(path))
     if "--freeze" in sys.argv:
-        lock_file(litellm_version()).write_text(
-            f"# pip freeze of litellm[proxy]=={litellm_version()} + {' '.join(EXTRA_PACKAGES)}"
-            " (python -m tests.e2e.litellm_venv --freeze)\n" + freeze(path))
+        version = litellm_version()
+        what = (requirements_file(version).name if requirements_file(version).is_file()
+                else f"litellm[proxy]=={version} + {' '.join(EXTRA_PACKAGES)}")
+        lock_file(version).write_text(
+            f"# pip freeze of {what} (python -m tests.e2e.litellm_venv --freeze)\n" + freeze(path))

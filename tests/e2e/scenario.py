@@ -7,6 +7,7 @@ Phases (each one a thing the platform team wants to see, on a real proxy):
   retry      one deployment of gpt-lab returns 500: retries recover, the deployment is cooled down
   cooldown   every deployment of gpt-lab returns 429: all cooled down, "No deployments available"
   recover    faults cleared: calls succeed again once the cooldown ends
+  refused    refused before routing: an unknown key, an unknown model, a deployment over budget
   alert_*    (when the rule engine and alert delivery exist) slow calls, a failing deployment and a
              429 storm until the default rules fire to a local webhook; then the fault is cleared
              and healthy traffic flows until they resolve
@@ -28,12 +29,41 @@ from dataclasses import dataclass, field
 
 from tests.e2e import alerting
 from tests.e2e.lab import Lab, wait_until
+from tests.e2e.litellm_venv import litellm_version
 from tests.e2e.promtext import Scrape
 from tests.e2e.receiver import WebhookReceiver
 from tests.e2e.traffic import Call, Driver
 
 NO_DEPLOYMENTS = "No deployments available"
+CROSSED_BUDGET = "crossed budget"  # "No deployments available - crossed budget: ..." (a budget, not a cooldown)
 HEALTH_CHECK = "litellm-internal-health-check"
+BAD_KEY = "sk-not-a-key-of-this-proxy"
+UNKNOWN_MODEL = "no-such-model"
+
+
+def all_in_cooldown(call: Call) -> bool:
+    """Refused because every deployment of the group was cooling down."""
+    return NO_DEPLOYMENTS in call.error_message and CROSSED_BUDGET not in call.error_message
+
+
+def fallbacks_counted_under_the_group_asked_for() -> bool:
+    """LiteLLM >= 1.110 counts a request rescued by a fallback in litellm_proxy_total_requests_metric
+    under the group asked for (`original_model_group`); 1.108 (and gatewatch) under the group that
+    served it. Its spend, tokens and latency stay under the group that served it in both."""
+    version = tuple(int(part) for part in litellm_version().split(".")[:2] if part.isdigit())
+    return version >= (1, 110)
+
+
+def litellm_labels(call: Call) -> tuple[str, str]:
+    """(requested_model, status_code) of a call as LiteLLM labels it, which gatewatch follows:
+    a fallback counts under the group that served it, a model the proxy does not know is
+    `other`, and a budget refusal (a ValueError, no HTTP status) is `None` though the client
+    got a 429."""
+    model = call.model_group if call.ok and call.fallbacks else call.model
+    if call.scenario == "unknown_model":
+        model = "other"
+    status = "None" if CROSSED_BUDGET in call.error_message else str(call.status)
+    return model, status
 
 
 @dataclass
@@ -141,6 +171,7 @@ def drive(lab: Lab, merge_window: float, receiver: WebhookReceiver | None = None
     phase("retry", retry)
     phase("cooldown", cooldown)
     phase("recover", recover)
+    phase("refused", lambda: refused(driver))
     if receiver is not None and alerting.available():
         phase("alert_fault", lambda: alert_fault(run))
         phase("alert_heal", lambda: alert_heal(run))
@@ -148,6 +179,16 @@ def drive(lab: Lab, merge_window: float, receiver: WebhookReceiver | None = None
     settle(run, merge_window)
     save(run)
     return run
+
+
+def refused(driver: Driver) -> None:
+    """Requests the proxy refuses before routing: a key it does not know, a model it does not
+    serve, a deployment over its budget."""
+    driver.chat("bad_key", "gpt-lab", api_key=BAD_KEY)
+    driver.chat("unknown_model", UNKNOWN_MODEL)
+    for _ in range(8):
+        if CROSSED_BUDGET in driver.chat("budget", "budget-model").error_message:
+            break
 
 
 def save(run: Run) -> None:

@@ -64,17 +64,19 @@ class Driver:
         self._seq = 0
         self._lock = threading.Lock()
 
-    def chat(self, scenario: str, model: str, stream: bool = False) -> Call:
+    def chat(self, scenario: str, model: str, stream: bool = False, api_key: str | None = None) -> Call:
+        """One call; `api_key` replaces the driver's key for it (a refused key)."""
         with self._lock:
             self._seq += 1
             seq = self._seq
         messages = [{"role": "user", "content": f"hello from the e2e suite, {CALL_TAG}{seq}."}]
         started = time.monotonic()
+        client = self.client if api_key is None else self.client.with_options(api_key=api_key)
         try:
             if stream:
                 call = self._stream(seq, scenario, model, messages, started)
             else:
-                raw = self.client.chat.completions.with_raw_response.create(model=model, messages=messages)
+                raw = client.chat.completions.with_raw_response.create(model=model, messages=messages)
                 completion = raw.parse()
                 call = self._answer(seq, scenario, model, False, raw.headers, started)
                 if completion.usage is not None:
