@@ -16,6 +16,7 @@ import yaml
 
 from agent.alerts.config import NotifyConfig
 from agent.configtypes import ByteSize, ConfigError, Duration, Secret, build, interpolate
+from agent.console.config import ConsoleConfig
 from agent.otel.config import OtelConfig
 from agent.refresh import RefreshConfig
 from agent.rules.settings import RuleEngineConfig
@@ -33,6 +34,8 @@ class ServerConfig:
     auth_token: Secret | None = None  # required as `Authorization: Bearer ...` on ingest routes when set
     max_body_bytes: ByteSize = ByteSize(32 * 1024 * 1024)  # a full 512-event batch is ~8 MB
     shutdown_grace: Duration = Duration(25)  # ECS gives 30 s between SIGTERM and SIGKILL
+    # without auth_token, API/console writes (silences, posted alerts, retries) are refused unless this is true
+    allow_unauthenticated_writes: bool = False
 
     def validate(self, path: str) -> None:
         if not 0 <= self.port <= 65535:
@@ -109,6 +112,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     rule_engine: RuleEngineConfig = field(default_factory=RuleEngineConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     source_file: str | None = None  # where this config came from (not a config key)
 

@@ -36,6 +36,7 @@ class Alert:
     resolved_at: float | None = None
     rule_group: str = ""
     scope: Literal["local", "global"] = "local"
+    generator_url: str = ""  # where it came from (Prometheus's graph link), for the API v2 and the console
 
     @property
     def name(self) -> str:
