@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -36,13 +35,6 @@ class HookReceiver:
         return self.server.port
 
 
-@pytest.fixture
-async def receiver() -> Any:
-    r = await HookReceiver().start()
-    yield r
-    await r.server.close()
-
-
 def notify_config(tmp_path: Path, receiver: HookReceiver | None = None, **server: Any) -> dict[str, Any]:
     port = receiver.port if receiver is not None else 9  # discard: nothing listens, deliveries just retry
     return {
@@ -50,7 +42,8 @@ def notify_config(tmp_path: Path, receiver: HookReceiver | None = None, **server
         "server": {"auth_token": TOKEN, **server},
         "notify": {
             "receivers": [{"name": "oncall", "urls": [f"json://127.0.0.1:{port}/hook"]}],
-            "route": {"receiver": "oncall", "group_by": ["alertname"], "group_wait": "0s"},
+            "route": {"receiver": "oncall", "group_by": ["alertname"], "group_wait": "0s",
+                      "group_interval": "1s"},
             "outbox": {"initial_backoff": "50ms", "max_backoff": "100ms"},
         },
     }

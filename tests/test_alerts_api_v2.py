@@ -11,8 +11,15 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.alerts_v2_support import TOKEN, Api, notify_config, receiver  # noqa: F401 (fixture)
+from tests.alerts_v2_support import TOKEN, Api, HookReceiver, notify_config
 from tests.notify_support import until
+
+
+@pytest.fixture
+async def receiver() -> Any:
+    r = await HookReceiver().start()
+    yield r
+    await r.server.close()
 
 SPECS = Path(__file__).parent / "fixtures" / "alertmanager"
 

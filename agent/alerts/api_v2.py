@@ -318,8 +318,8 @@ def postable_alert(item: Any, now: float) -> tuple[Alert, float | None]:
     generator = item.get("generatorURL") or ""
     if not isinstance(generator, str):
         raise BadRequest("generatorURL: expected a string")
-    starts = parse_time(item["startsAt"], "startsAt") if item.get("startsAt") else now
-    ends = parse_time(item["endsAt"], "endsAt") if item.get("endsAt") else None
+    starts = _time(item, "startsAt") or now
+    ends = _time(item, "endsAt")
     if ends is not None and ends < starts:
         raise BadRequest("endsAt is before startsAt")
     resolved = ends is not None and ends <= now
@@ -327,6 +327,14 @@ def postable_alert(item: Any, now: float) -> tuple[Alert, float | None]:
                   state="resolved" if resolved else "firing", active_at=starts, fired_at=starts,
                   resolved_at=ends if resolved else None, generator_url=generator)
     return alert, ends
+
+
+def _time(item: dict[str, Any], key: str) -> float | None:
+    """A time field; Go clients (amtool) send the zero time 0001-01-01T00:00:00Z for "unset"."""
+    if not item.get(key):
+        return None
+    value = parse_time(item[key], key)
+    return value if value > 0 else None
 
 
 def gettable_silence(silence: Silence, now: float) -> dict[str, Any]:
