@@ -111,7 +111,8 @@ def start_prometheus(tmp_path: Path) -> tuple[subprocess.Popen, Any]:
     log = open(tmp_path / "prometheus.log", "wb")  # closed by the caller
     proc = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{free_port()}", "--log.level=warn"],
+                             f"--web.listen-address=127.0.0.1:{free_port()}", "--log.level=warn",
+                             "--rules.alert.resend-delay=1s"],
                             stdout=log, stderr=subprocess.STDOUT)
     return proc, log
 
