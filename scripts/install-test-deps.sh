@@ -7,6 +7,10 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)  # validates deploy/compose (no engine needed)
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)  # amtool, for the Alertmanager API v2 tests
+# the console's browser tests drive Debian's chromium through the playwright package;
+# playwright's own browser download is never used (tests pass executable_path=/usr/bin/chromium)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -20,6 +24,7 @@ $SUDO apt-get update -qq
 # --no-install-recommends keeps it small; the packages' own services are not started here
 $SUDO apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
 # Debian starts the services on install; the tests run their own instances on random ports
-$SUDO systemctl stop prometheus redis-server 2>/dev/null || true
-pkill -x prometheus 2>/dev/null || true
-pkill -x redis-server 2>/dev/null || true
+# (only the services the packages started; other prometheus/redis processes on the machine are left alone)
+for service in prometheus redis-server prometheus-alertmanager; do
+  $SUDO systemctl stop "$service" 2>/dev/null || $SUDO service "$service" stop 2>/dev/null || true
+done

@@ -117,7 +117,7 @@ class DeploymentStats:
                 dep.state, dep.state_at = float(event.value), now
 
     def _deployment(self, event: Event) -> _Deployment | None:
-        key = event.deployment or (f"{event.model_group}@{event.api_base}" if event.model_group else "")
+        key = event.deployment  # requests refused before a deployment was picked belong to no row
         if not key:
             return None
         dep = self._by_id.get(key)
@@ -201,7 +201,8 @@ class DeploymentStats:
         elif dep.state is not None:
             state = STATE_NAMES.get(int(dep.state), str(dep.state))
         else:
-            state = "healthy" if requests and errors < requests else ("failing" if requests else "no data")
+            # no health poll or cooldown seen: say what the traffic says, not "healthy"
+            state = "serving" if requests and errors < requests else ("failing" if requests else "no data")
         return {
             "window_minutes": window,
             "requests": requests,
