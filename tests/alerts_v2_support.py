@@ -16,8 +16,9 @@ TOKEN = "v2-test-token-5150"
 class HookReceiver:
     """Captures what the json:// receiver posts (the notification gatewatch sends)."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 200) -> None:
         self.got: list[dict[str, Any]] = []
+        self.status = status  # 400 makes gatewatch dead-letter the notification
 
     async def start(self) -> HookReceiver:
         app = web.Application()
@@ -27,8 +28,8 @@ class HookReceiver:
         return self
 
     async def hook(self, request: web.Request) -> web.Response:
-        self.got.append({"path": request.path, "body": await request.json()})
-        return web.json_response({})
+        self.got.append({"path": request.path, "body": await request.json(), "answered": self.status})
+        return web.json_response({}, status=self.status)
 
     @property
     def port(self) -> int:

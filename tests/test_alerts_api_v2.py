@@ -219,3 +219,11 @@ async def test_cross_site_browser_writes_are_refused(gatewatch_server: Any, tmp_
     host = base.split("://", 1)[1]
     status, _ = await api.call("POST", "/api/v2/alerts", POSTED, headers={"Origin": f"http://{host}"})
     assert status == 200
+
+
+async def test_alerts_posted_to_v1_are_listed_by_v2(gatewatch_server: Any, tmp_path: Path) -> None:
+    _gw, base = await gatewatch_server(notify_config(tmp_path))
+    api = Api(base)
+    assert (await api.call("POST", "/api/v1/alerts", POSTED[:1]))[0] == 200
+    _, alerts = await api.call("GET", "/api/v2/alerts")
+    assert [a["labels"]["deployment"] for a in alerts] == ["gpt-lab-acct111-use1"]

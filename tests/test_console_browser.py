@@ -18,8 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.alerts_v2_support import TOKEN, Api, notify_config
+from tests.alerts_v2_support import TOKEN, Api, HookReceiver, notify_config
 from tests.conftest import FIXTURES, ROOT, batch_files
+from tests.notify_support import until
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")  # never playwright's own browser
 CHROMIUM = "/usr/bin/chromium"
@@ -151,3 +152,44 @@ async def test_console_login_alert_silence_expire_deployments(gatewatch_server: 
     foreign = [url for url in requests if not url.startswith(base + "/")]
     assert foreign == [], f"the console loaded from other hosts: {foreign}"
     assert not any(TOKEN in url for url in requests)
+
+
+async def test_console_notifications_dead_letter_retry(gatewatch_server: Any, tmp_path: Path,
+                                                       artifacts: Path) -> None:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    hook = await HookReceiver(status=400).start()
+    try:
+        _gw, base = await gatewatch_server(notify_config(tmp_path, hook))
+        assert (await Api(base).call("POST", "/api/v2/alerts", FIRING))[0] == 200
+
+        async def dead() -> bool:
+            return (await Api(base).call("GET", "/api/v1/notifications/dead"))[1]["count"] == 1
+
+        await until(dead, limit=30, what="a dead letter")
+        hook.status = 200
+        async with playwright_api.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 900})
+                expect = playwright_api.expect
+                await page.goto(base + "/#notifications")
+                await page.get_by_label("Access token").fill(TOKEN)
+                await page.get_by_role("button", name="Log in").click()
+                dead_table = page.get_by_role("region", name="Dead letters")
+                await expect(dead_table).to_contain_text("DeploymentRateLimited", timeout=15000)
+                await expect(dead_table).to_contain_text("json://***")  # masked, never the URL
+                await dead_table.get_by_role("button", name="Retry").first.click()
+                await expect(page.locator("#status")).to_contain_text("Requeued 1", timeout=15000)
+                sent_table = page.get_by_role("region", name="Sent (latest)")
+                await page.get_by_role("link", name="Alerts").click()
+                await page.get_by_role("link", name="Notifications").click()
+                await expect(sent_table.locator("tbody tr")).to_have_count(1, timeout=20000)
+                await expect(sent_table).to_contain_text("oncall")
+                await expect(dead_table).to_contain_text("None.")
+                await page.screenshot(path=str(artifacts / "notifications.png"), full_page=True)
+            finally:
+                await browser.close()
+        assert [g["answered"] for g in hook.got] == [400, 200]
+    finally:
+        await hook.server.close()
