@@ -129,3 +129,15 @@ async def test_the_build_ships_the_console_assets(tmp_path: Path) -> None:
     assert proc.returncode == 0, out.decode()[-2000:]
     built = {p.name for p in (tmp_path / "lib" / "agent" / "console" / "static").iterdir()}
     assert set(ASSETS) <= built, sorted(built)
+
+
+async def test_repeated_wrong_tokens_are_throttled(gatewatch_server: Any, tmp_path: Path) -> None:
+    _gw, base = await gatewatch_server(notify_config(tmp_path))
+    async with aiohttp.ClientSession() as s:
+        codes = []
+        for _ in range(21):
+            async with s.post(base + "/console/login", json={"token": "guess"}) as r:
+                codes.append(r.status)
+        assert codes == [401] * 20 + [429]
+        async with s.post(base + "/console/login", json={"token": TOKEN}) as r:
+            assert r.status == 429  # even the right token waits out the window

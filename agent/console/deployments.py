@@ -88,6 +88,8 @@ class DeploymentStats:
         self.max_deployments = max_deployments
         self.dropped = 0
         self._by_id: dict[str, _Deployment] = {}
+        self._day_hour = -1
+        self._day_name = ""
 
     async def start(self) -> None:
         return None
@@ -98,6 +100,7 @@ class DeploymentStats:
     def handle(self, events: Sequence[Event]) -> None:
         now = self.clock()
         minute = int(now // 60)
+        day = self._day(now)
         for event in events:
             kind = event.kind
             if kind not in (Kind.REQUEST, Kind.COOLDOWN, Kind.DEPLOYMENT_STATE) or event.health_check:
@@ -107,7 +110,7 @@ class DeploymentStats:
                 continue
             dep.last_seen = now
             if kind == Kind.REQUEST:
-                self._request(dep, event, now, minute)
+                self._request(dep, event, minute, day)
             elif kind == Kind.COOLDOWN:
                 seconds = event.value if event.value is not None else 5.0
                 dep.cooldown_until = now + seconds
@@ -133,8 +136,16 @@ class DeploymentStats:
         dep.aws_region = event.aws_region or dep.aws_region
         return dep
 
+    def _day(self, now: float) -> str:
+        """The UTC day of `now`, recomputed only when the hour changes (hot path)."""
+        hour = int(now // 3600)
+        if hour != self._day_hour:
+            self._day_hour = hour
+            self._day_name = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+        return self._day_name
+
     @staticmethod
-    def _request(dep: _Deployment, event: Event, now: float, minute: int) -> None:
+    def _request(dep: _Deployment, event: Event, minute: int, day: str) -> None:
         slot = dep.minutes[minute % MINUTES]
         if slot.minute != minute:
             slot.reset(minute)
@@ -145,7 +156,6 @@ class DeploymentStats:
             slot.rate_limited += 1
         if event.status == "success" and event.latency is not None:
             slot.latency[bisect.bisect_left(SECONDS_BOUNDS, event.latency)] += 1
-        day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
         if dep.spend_day != day:
             dep.spend_day, dep.spend = day, 0.0
         dep.spend += event.cost_usd or 0.0
@@ -161,7 +171,7 @@ class DeploymentStats:
         """Model groups -> deployments, catalog first (so idle deployments show too)."""
         now = self.clock()
         current = int(now // 60)
-        today = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+        today = self._day(now)
         rows: dict[str, dict[str, Any]] = {}
         for entry in (self.catalog or ()):
             rows[entry.id] = {"id": entry.id, "model_group": entry.model_group, "model": entry.model,

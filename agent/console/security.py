@@ -22,6 +22,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -34,6 +35,8 @@ COOKIE = "gatewatch_session"
 CSRF_HEADER = "X-CSRF-Token"
 LOGIN = "/console/login"
 LOGOUT = "/console/logout"
+MAX_FAILURES = 20  # wrong-token logins per FAILURE_WINDOW, from any client, before logins answer 429
+FAILURE_WINDOW = 60.0
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 WRITE_PREFIXES = ("/api/", "/console/")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,6 +55,7 @@ class ConsoleAuth:
         self.ttl = ttl
         self.allow_unauthenticated_writes = allow_unauthenticated_writes
         self.clock = clock
+        self._failures: deque[float] = deque()  # times of wrong-token logins (all clients: slows guessing)
 
     def _key(self, token: str) -> bytes:
         return hmac.new(token.encode(), b"gatewatch console session v1", hashlib.sha256).digest()
@@ -136,7 +140,15 @@ class ConsoleAuth:
             data = await request.post()
             given = data.get("token")
             form = True
+        now = self.clock()
+        while self._failures and self._failures[0] < now - FAILURE_WINDOW:
+            self._failures.popleft()
+        if len(self._failures) >= MAX_FAILURES:
+            log.warning("console login from %s refused: %d wrong tokens in the last minute", request.remote,
+                        len(self._failures))
+            return web.json_response({"error": "too many failed logins; try again in a minute"}, status=429)
         if not isinstance(given, str) or not self.token_matches(given):
+            self._failures.append(now)
             log.warning("console login refused from %s: wrong token", request.remote)
             if form:
                 raise web.HTTPSeeOther("/?login=failed")
