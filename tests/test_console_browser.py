@@ -76,6 +76,9 @@ async def test_console_login_alert_silence_expire_deployments(gatewatch_server: 
             context = await browser.new_context(viewport={"width": 1280, "height": 900})
             page = await context.new_page()
             page.on("request", lambda request: requests.append(request.url))
+            errors: list[str] = []  # script errors and CSP violations show up as console errors
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
             expect = playwright_api.expect
 
             # log in: the token goes in the body, never the URL
@@ -134,6 +137,8 @@ async def test_console_login_alert_silence_expire_deployments(gatewatch_server: 
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= 392, width
             await page.screenshot(path=str(artifacts / "alerts-phone.png"), full_page=True)
+
+            assert errors == [], errors
 
             # the session cookie, and CSRF: a write without the page's token is refused
             cookies = {c["name"]: c for c in await context.cookies()}
