@@ -6,6 +6,8 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 # `make run` needs the runtime dependencies only; tests add the `test` extra to the same venv
 RUNTIME := $(VENV)/.runtime
+# the console tests use Debian's chromium; the playwright package must never fetch its own browser
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: run test test-litellm-newest lint test-deps min-versions bench fuzz clean
 

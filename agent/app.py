@@ -101,6 +101,9 @@ class GatewatchApp:
         self.reload_handler: Callable[[], Awaitable[None]] | None = None
         self.readiness_checks: dict[str, Callable[[], tuple[bool, str]]] = {}
         self.route_setups: list[Callable[[web.Application], None]] = []
+        # features' middlewares, run before the bearer check (the console's session cookie, CSRF)
+        self.middlewares: list[Any] = []
+        self.root_handler: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None  # the console
         self.accepting = False
         self.ready = False
         self.started_at = time.time()
@@ -163,7 +166,7 @@ class GatewatchApp:
     def web_app(self) -> web.Application:
         app = web.Application(
             client_max_size=self.config.server.max_body_bytes,
-            middlewares=[self._count_inflight,
+            middlewares=[self._count_inflight, *self.middlewares,
                          bearer_auth_middleware(self.config.server.auth_token, self.protected_prefixes())],
         )
         IngestRoutes(self.pipeline, self.metrics, lambda: self.accepting, self.capture_content,
@@ -171,7 +174,8 @@ class GatewatchApp:
         app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_get("/healthz", self.handle_healthz)
         app.router.add_get("/readyz", self.handle_readyz)
-        app.router.add_get("/", self.handle_index)
+        app.router.add_get("/", self.root_handler or self.handle_index)
+        app.router.add_get("/api", self.handle_index)  # the route list, also when `/` is the console
         for setup in self.route_setups:
             setup(app)
         app.on_startup.append(self._on_startup)

@@ -16,6 +16,7 @@ import yaml
 
 from agent.alerts.config import NotifyConfig
 from agent.configtypes import ByteSize, ConfigError, Duration, Secret, build, interpolate, scrub
+from agent.console.config import ConsoleConfig
 from agent.otel.config import OtelConfig
 from agent.refresh import RefreshConfig
 from agent.rules.settings import RuleEngineConfig
@@ -35,6 +36,8 @@ class ServerConfig:
     shutdown_grace: Duration = Duration(25)  # ECS gives 30 s between SIGTERM and SIGKILL
     body_read_timeout: Duration = Duration(30)  # a request body must arrive within this (408 after)
     max_inflight_bodies: int = 64  # request bodies read at once; past it 503 at once
+    # without auth_token, API/console writes (silences, posted alerts, retries) are refused unless this is true
+    allow_unauthenticated_writes: bool = False
 
     def validate(self, path: str) -> None:
         if not 0 <= self.port <= 65535:
@@ -119,6 +122,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     rule_engine: RuleEngineConfig = field(default_factory=RuleEngineConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     source_file: str | None = field(default=None, metadata={"config": False})  # where it came from; not a key
 

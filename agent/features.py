@@ -21,6 +21,7 @@ def install(app: GatewatchApp) -> None:
 def _installers() -> list:
     from agent import refresh
     from agent.alerts import service as notify_service
+    from agent.console import feature as console
     from agent.rules import engine as rule_engine
     from agent.sinks import cloudwatch, otel
     from agent.sources import watch
@@ -31,6 +32,7 @@ def _installers() -> list:
         cloudwatch.install,
         otel.install,
         notify_service.install,
+        console.install,  # after notify (wraps its receiver), before rule_engine
         rule_engine.install,
         watch.install,
         shared_state.install,  # after rule_engine: hands it the shared windows

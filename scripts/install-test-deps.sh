@@ -8,6 +8,10 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)  # redis-cli --cluster create (cluster tests)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)  # validates deploy/compose (no engine needed)
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)  # amtool, for the Alertmanager API v2 tests
+# the console's browser tests drive Debian's chromium through the playwright package;
+# playwright's own browser download is never used (tests pass executable_path=/usr/bin/chromium)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -22,7 +26,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
 # Debian starts the services on install; the tests run their own instances on random ports
 # (only the services of the packages installed just now: never other processes of the same name)
-for svc in prometheus redis-server; do
+for svc in prometheus redis-server prometheus-alertmanager; do
   if printf '%s\n' "${need[@]}" | grep -qx "$svc"; then
     $SUDO systemctl stop "$svc" 2>/dev/null || $SUDO service "$svc" stop 2>/dev/null || true
   fi

@@ -246,7 +246,7 @@ def _capture_bodies(second_pass: bool, shift: float = 0.0) -> Iterator[tuple[str
 def _gatewatch_config(tmp: Path, port: int, peer: LoopbackPeer, features: dict[str, bool]) -> dict[str, Any]:
     """The test's gatewatch.yaml: every feature that is wired in turned on against loopback."""
     config: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": {"host": "127.0.0.1", "port": port, "allow_unauthenticated_writes": True},
         "state_dir": str(tmp / "state"),
         "litellm": {"config": str(FIXTURES / "config.yaml"), "base_url": peer.url, "health_interval": "1s",
                     "logs": [str(tmp / "proxy.log")]},

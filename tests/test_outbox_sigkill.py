@@ -95,6 +95,7 @@ async def test_sigkill_with_pending_notifications_loses_none(receiver: ReceiverP
         "state_dir": str(tmp_path / "state"),
         "attribution": {"ecs_metadata": False},
         "prometheus": {"process_metrics": False},
+        "server": {"allow_unauthenticated_writes": True},  # posts alerts without a token
         "notify": {
             "receivers": [{"name": "oncall", "webhook": {"url": receiver.url("/am")}}],
             "route": {"receiver": "oncall", "group_by": ["alertname", "deployment"], "group_wait": "0s",

@@ -430,6 +430,7 @@ async def test_a_silence_made_on_one_sidecar_mutes_on_another(gatewatch_server: 
     import aiohttp
 
     shared = {"state": {"url": redis_server.url, "flush_interval": "100ms"},
+              "server": {"allow_unauthenticated_writes": True},
               "notify": {"receivers": [{"name": "oncall", "webhook": {"url": "http://127.0.0.1:9/hook"}}]}}
     a, base_a = await gatewatch_server(shared)
     b, _ = await gatewatch_server(shared)

@@ -48,6 +48,7 @@ class Alert:
     # rules that count occurrences (a cooldown, a refusal): the condition holds until the window
     # `window` seconds long has none; held_for then spans the occurrences only
     window: float | None = None
+    generator_url: str = ""  # where it came from (Prometheus's graph link), for the API v2 and the console
 
     @property
     def name(self) -> str:

@@ -253,6 +253,14 @@ class Outbox(SqliteStore):
 
         return await self._run(op)
 
+    async def sent_recently(self, limit: int = 100) -> list[tuple[str, str, float]]:
+        """(notification id, target id, sent at) of the latest deliveries, newest first (the console)."""
+        def op() -> list[tuple[str, str, float]]:
+            return [(r[0], r[1], r[2]) for r in self._conn().execute(
+                "SELECT id, target, sent_at FROM sent ORDER BY sent_at DESC LIMIT ?", (limit,)).fetchall()]
+
+        return await self._run(op)
+
     async def dead_letters(self, limit: int = 100) -> list[DeadRow]:
         def op() -> list[DeadRow]:
             rows = self._conn().execute(

@@ -268,6 +268,10 @@ class Router:
         return bool(route.active) and not self.intervals.active(route.active, now)
 
     def _inhibited(self, labels: Mapping[str, str], fp: str) -> bool:
+        return bool(self._inhibitors(labels, fp, first=True))
+
+    def _inhibitors(self, labels: Mapping[str, str], fp: str, first: bool = False) -> list[str]:
+        found: list[str] = []
         for rule in self.inhibit_rules:
             if not matches_all(rule.target, labels):
                 continue
@@ -275,8 +279,20 @@ class Router:
                 if source_fp == fp or not matches_all(rule.source, source_labels):
                     continue
                 if all(source_labels.get(k, "") == labels.get(k, "") for k in rule.equal):
-                    return True
-        return False
+                    found.append(source_fp)
+                    if first:
+                        return found
+        return found
+
+    def inhibited_by(self, labels: Mapping[str, str], fp: str) -> list[str]:
+        """Fingerprints of the firing alerts that inhibit this one (API v2 `inhibitedBy`)."""
+        with self._lock:
+            return sorted(set(self._inhibitors(labels, fp)))
+
+    def receivers_for(self, labels: Mapping[str, str]) -> list[str]:
+        """Receivers the route tree sends these labels to (API v2 `receivers`)."""
+        with self._lock:
+            return list(dict.fromkeys(r.receiver for r in self.root.match(labels) if r.receiver in self.receivers))
 
     def muted(self, labels: Mapping[str, str], fp: str, now: float) -> bool:
         return bool(self.silenced_by(labels, now)) or self._inhibited(labels, fp)

@@ -365,7 +365,8 @@ def install(app: GatewatchApp) -> None:
     service = NotifyService(cfg, app.state, app.registry, app.config.state_dir, claim_lease=float(lease))
     app.alert_receiver = service
     app.add_component(service)
-    app.route_setups.append(lambda web_app: add_routes(web_app, service))
+    app.route_setups.append(lambda web_app: add_routes(web_app, service,
+                                                       receive=lambda alerts: app.alert_receiver.receive(alerts)))
     app.reload_hooks.append(service.reload)
     app.readiness_checks["notify"] = service.readiness
     app.notify = service  # type: ignore[attr-defined]
