@@ -17,6 +17,7 @@ import yaml
 from agent.alerts.config import NotifyConfig
 from agent.configtypes import ByteSize, ConfigError, Duration, Secret, build, interpolate
 from agent.otel.config import OtelConfig
+from agent.quotas.config import QuotasConfig
 from agent.refresh import RefreshConfig
 from agent.rules.settings import RuleEngineConfig
 from agent.sinks.cloudwatch import CloudWatchConfig
@@ -109,6 +110,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     rule_engine: RuleEngineConfig = field(default_factory=RuleEngineConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    quotas: QuotasConfig = field(default_factory=QuotasConfig)
 
     source_file: str | None = None  # where this config came from (not a config key)
 

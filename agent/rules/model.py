@@ -64,7 +64,8 @@ class RuleSetError(ValueError):
 # -- small value types ---------------------------------------------------------------
 
 
-EXTRA_LABELS = ("endpoint",)  # event attrs some sources set (health poller: readiness / liveliness)
+# event attrs some sources set (health poller: endpoint; agent/quotas: quota, inference, view, quota_code, unmatched)
+EXTRA_LABELS = ("endpoint", "quota", "inference", "view", "quota_code", "unmatched")
 
 
 def label_valid(name: str) -> bool:
