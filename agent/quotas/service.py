@@ -173,6 +173,7 @@ class QuotaService:
                 self.limits[(account, region)] = listed
                 self.limit_errors.pop((account, region), None)
                 self.refreshed_at[(account, region)] = self.clock()
+                self.match()  # at once: an evaluation may run while the next account is read
             self.match()
             return failed
 
@@ -192,7 +193,9 @@ class QuotaService:
         if where not in self.limits:
             error = self.limit_errors.get(where)
             return f"Service Quotas not read for {d.aws_account}/{d.aws_region}: {error}" if error else ""
-        if not self.matches.get(d.deployment):
+        if d.deployment not in self.matches:
+            return ""  # read, but not matched yet
+        if not self.matches[d.deployment]:
             names = quota_name_candidates("tokens_per_minute", d.ref.inference, d.info.quota_names[0],
                                           d.ref.invoked.startswith("global."))
             aliases = ", ".join(repr(n) for n in d.info.quota_names[1:]) or "any alias"

@@ -33,7 +33,7 @@ def count_throttles(client: Any, on_throttle: Callable[[], None]) -> None:
             if code in THROTTLE_CODES:
                 on_throttle()
 
-    client.meta.events.register_first(f"needs-retry.{client.meta.service_model.endpoint_prefix}", seen)
+    client.meta.events.register_first(f"needs-retry.{client.meta.service_model.service_id.hyphenize()}", seen)
 
 
 def list_bedrock_quotas(sessions: SessionCache, source: CredentialSource, region: str, max_attempts: int,
