@@ -144,8 +144,11 @@ def test_export_passes_promtool(tmp_path):
                if line.startswith("skipped ")}
     # everything is either exported or skipped with a reason
     assert names | skipped == {r.alert for r in load_rule_set(None).rules()}
+    # the Bedrock quota rules read the quota service's own events (view, quota_code are not series labels);
+    # dashboards/prometheus/ has their PromQL form over gatewatch_quota_utilization_ratio
     assert skipped == {"DeploymentConsecutiveFailures", "DeploymentUnhealthy", "RemainingRequestsLow",
-                       "RemainingTokensLow"}
+                       "RemainingTokensLow", "BedrockQuotaHeadroomLow", "BedrockQuotaExhaustionForecast",
+                       "BedrockQuotaUnmatched"}
     assert f"SUCCESS: {sum(len(g['rules']) for g in exported['groups'])} rules found" in checked.stdout
 
 
@@ -212,6 +215,6 @@ def test_check_accepts_values_files(tmp_path, path):
     values.write_text("rules:\n  RegionSlowP95: {above: 60}\n  TeamDailySpend: {disabled: true}\n")
     result = gatewatch("rules", "check", "rules", "--values", str(values))
     assert result.returncode == 0, result.stderr
-    assert "23 rules in 4 groups" in result.stdout
+    assert "26 rules in 5 groups" in result.stdout
     result = gatewatch("rules", "check", str(path), "--values", str(values))
     assert result.returncode == 1 and "values for unknown rule" in result.stderr
