@@ -21,7 +21,7 @@ _ROLE_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
 class ModelOverride:
     """One entry of `quotas.models`: how Service Quotas names a model the shipped table lacks."""
 
-    quota_name: str  # the `${model}` part of "On-demand InvokeModel tokens per minute for ${model}"
+    quota_name: str = ""  # required: the `${model}` part of "On-demand InvokeModel tokens per minute for ${model}"
     max_output_tokens: int | None = None  # what Bedrock reserves for a request without max_tokens
     output_burndown: float | None = None  # quota tokens per output token (5 for Claude 3.7+ / 4.x)
 
