@@ -15,6 +15,8 @@ import copy
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -255,3 +257,61 @@ async def test_account_wide_use_seen_only_in_cloudwatch_fires_the_rule(aws, moto
     assert value(text, "gatewatch_quota_account_throttles", aws_account="444444444444", aws_region="eu-central-1",
                  model=MODEL) == 4.0
     assert os.environ["AWS_ENDPOINT_URL"] == moto_url
+
+
+def _quotas_show(tmp_path: Path, litellm_config: Path) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"litellm: {{config: {litellm_config}}}\nattribution: {{ecs_metadata: false}}\n"
+                      f"state_dir: {tmp_path / 'state'}\n")
+    return subprocess.run([sys.executable, "-m", "agent.cli", "quotas", "show", "--config", str(config), "--json"],
+                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=120)
+
+
+def test_quotas_show_with_the_e2e_config_matches_every_bedrock_deployment(aws, tmp_path):
+    result = _quotas_show(tmp_path, ROOT / "tests" / "e2e" / "litellm_config.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["deployment"]: r for r in json.loads(result.stdout)["deployments"]}
+    assert set(rows) == {"bedrock-acct444-euc1", "bedrock-acct555-apse2", "bedrock-throttled-acct999-use1"}
+    assert {d: (r["aws_account"], r["aws_region"], r["quotas"]["tokens_per_minute"]["code"])
+            for d, r in rows.items()} == {
+        "bedrock-acct444-euc1": ("444444444444", "eu-central-1", "L-EUC101"),
+        "bedrock-acct555-apse2": ("555555555555", "ap-southeast-2", "L-APS201"),
+        "bedrock-throttled-acct999-use1": ("999999999999", "us-east-1", "L-USE101")}
+    assert rows["bedrock-acct555-apse2"]["credentials"].startswith(
+        "deployment role arn:aws:iam::555555555555:role/litellm-bedrock-invoke")
+    assert "fakefake" not in result.stdout  # the static secret key never shows
+
+
+def test_quotas_show_says_why_a_deployment_has_no_quota(aws, tmp_path):
+    result = _quotas_show(tmp_path, FIXTURES / "config.yaml")
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = {r["deployment"]: r for r in json.loads(result.stdout)["deployments"]}
+    assert rows["bedrock-throttled-use1"]["quotas"] == {}
+    assert rows["bedrock-throttled-use1"]["reason"].startswith("no AWS account/region attributed")
+    assert rows["bedrock-acct444-euc1"]["reason"] == ""
+
+
+def test_service_quotas_errors_keep_the_last_values_and_are_counted(aws, tmp_path):
+    from agent.config import parse_config
+    from agent.enrich import catalog_from_config_text
+    from agent.quotas.service import QuotaService
+    from agent.quotas.usage import UsageRecorder
+
+    text = (FIXTURES / "config.yaml").read_text()
+    catalog = catalog_from_config_text(text)
+    cfg = parse_config({"quotas": {"enabled": True, "max_attempts": 2}}).quotas
+    service = QuotaService(cfg, catalog, lambda: text, lambda events: None, UsageRecorder())
+
+    async def run() -> None:
+        assert await service.refresh_limits() is False
+        before = dict(service.matches)
+        aws.throttle_next = 100  # every call throttled past botocore's attempts
+        assert await service.refresh_limits() is True
+        assert service.matches == before  # last known values kept
+        assert service.calls[("list_service_quotas", "error")] == 2
+        assert service.throttled["list_service_quotas"] >= 2
+        assert "ThrottlingException" in service.limit_errors[("444444444444", "eu-central-1")]
+        aws.throttle_next = 0
+        assert await service.refresh_limits() is False and service.limit_errors == {}
+
+    asyncio.run(run())
