@@ -315,3 +315,31 @@ def test_service_quotas_errors_keep_the_last_values_and_are_counted(aws, tmp_pat
         assert await service.refresh_limits() is False and service.limit_errors == {}
 
     asyncio.run(run())
+
+
+async def test_the_same_numbers_reach_cloudwatch(aws, moto_url, gatewatch_server, tmp_path):
+    data = gateway_config(tmp_path)
+    data["cloudwatch"] = {"enabled": True, "mode": "api", "region": "eu-west-1", "interval": "1s",
+                          "namespace": "GatewatchQuotaTest"}
+    gw, url = await gatewatch_server(data)
+    await until(lambda: _matched(gw), what="Service Quotas read")
+    await post_events(url, bedrock_items("bedrock-acct444-euc1", 5, prompt=800, completion=200, max_tokens=200))
+    client = boto3.client("cloudwatch", region_name="eu-west-1", endpoint_url=moto_url,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    want = {"AwsAccount": "444444444444", "AwsRegion": "eu-central-1", "Model": MODEL, "Quota": "tokens_per_minute",
+            "Inference": "on_demand"}
+
+    async def utilization_in_cloudwatch() -> float | None:
+        def read() -> float | None:
+            stats = client.get_metric_statistics(
+                Namespace="GatewatchQuotaTest", MetricName="QuotaUtilization", Statistics=["Maximum"], Period=60,
+                Dimensions=[{"Name": k, "Value": v} for k, v in want.items()],
+                StartTime=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5),
+                EndTime=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1))
+            points = [p["Maximum"] for p in stats["Datapoints"]]
+            return max(points) if points and max(points) >= 0.5 else None
+        return await asyncio.get_running_loop().run_in_executor(None, read)
+
+    assert await until(utilization_in_cloudwatch, what="QuotaUtilization in CloudWatch") == pytest.approx(0.5)
+    names = {m["MetricName"] for m in client.list_metrics(Namespace="GatewatchQuotaTest")["Metrics"]}
+    assert {"QuotaLimit", "QuotaUtilization", "QuotaUtilizationCompleted", "QuotaUtilizationReserved"} <= names

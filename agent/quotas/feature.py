@@ -36,6 +36,10 @@ def install(app: GatewatchApp) -> None:
     app.add_sink(recorder)
     service = QuotaService(config, app.catalog, lambda: litellm_config_text(app.config),
                            app.pipeline.publish_attributed, recorder)
+    sink = getattr(app, "cloudwatch", None)  # installed before this feature (agent/features.py)
+    if sink is not None:
+        service.cloudwatch = sink.add_gauges
+        service.cloudwatch_interval = float(app.config.cloudwatch.interval)
     app.add_component(service)
     app.registry.register(QuotaCollector(service))
     if not hasattr(app, "config_checks"):

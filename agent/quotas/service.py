@@ -98,6 +98,10 @@ class QuotaService:
         self.throttled: dict[str, int] = {}  # api -> throttled attempts (retried by botocore)
         self._tasks: list[asyncio.Task[None]] = []
         self._limits_lock = asyncio.Lock()
+        # set by the feature when the CloudWatch sink is on: (rows, timestamp) -> queued with its next interval
+        self.cloudwatch: Callable[[list[tuple[dict[str, str], dict[str, float]]], float], None] | None = None
+        self.cloudwatch_interval = 60.0
+        self._cloudwatch_last = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -268,6 +272,9 @@ class QuotaService:
                 rows[row_key] = row
         self.rows = list(rows.values())
         self.unmatched = unmatched
+        if self.cloudwatch is not None and self.rows and now - self._cloudwatch_last >= self.cloudwatch_interval:
+            self._cloudwatch_last = now
+            self.cloudwatch(cloudwatch_rows(self.rows), now)
         events = [self._event(row, now) for row in self.rows] + [self._unmatched_event(u, now) for u in unmatched]
         if events:
             self.publish(events)
@@ -308,6 +315,19 @@ class QuotaService:
                      deployment=u.deployment, aws_account=u.aws_account or UNKNOWN,
                      aws_region=u.aws_region or UNKNOWN,
                      attrs={"unmatched": u.reason})
+
+
+def cloudwatch_rows(rows: Sequence[QuotaRow]) -> list[tuple[dict[str, str], dict[str, float]]]:
+    """The same numbers for CloudWatch: QuotaLimit, QuotaUtilization and one QuotaUtilization<View> per view."""
+    out = []
+    for row in rows:
+        dims = {"AwsAccount": row.aws_account, "AwsRegion": row.aws_region, "Model": row.model, "Quota": row.quota,
+                "Inference": row.inference}
+        values = {"QuotaLimit": row.matched.value, "QuotaUtilization": row.utilization}
+        for view, value in row.view_utilization.items():
+            values[f"QuotaUtilization{view.capitalize()}"] = value
+        out.append((dims, values))
+    return out
 
 
 def _describe(exc: BaseException) -> str:
