@@ -343,3 +343,27 @@ async def test_the_same_numbers_reach_cloudwatch(aws, moto_url, gatewatch_server
     assert await until(utilization_in_cloudwatch, what="QuotaUtilization in CloudWatch") == pytest.approx(0.5)
     names = {m["MetricName"] for m in client.list_metrics(Namespace="GatewatchQuotaTest")["Metrics"]}
     assert {"QuotaLimit", "QuotaUtilization", "QuotaUtilizationCompleted", "QuotaUtilizationReserved"} <= names
+
+
+def test_cloudwatch_dashboard_has_headroom_widgets_when_quotas_are_on(moto_url, monkeypatch, tmp_path, capsys):
+    from agent.cli import main
+    from agent.sinks.cloudwatch_dashboard import dashboard_body
+
+    config = tmp_path / "gw.yaml"
+    config.write_text("cloudwatch: {namespace: Gateway, region: eu-central-1}\nquotas: {enabled: true}\n")
+    assert main(["cloudwatch", "dashboard", "--config", str(config)]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body == dashboard_body("Gateway", "eu-central-1", quotas=True)
+    quota = [w for w in body["widgets"] if w["type"] == "metric" and "Bedrock quota" in w["properties"]["title"]]
+    assert len(quota) == 3
+    expressions = [line["expression"] for w in quota for (line,) in w["properties"]["metrics"]]
+    assert all('{"Gateway",AwsAccount,AwsRegion,Model,Quota,Inference}' in e for e in expressions)
+    assert {e.split('MetricName="')[1].split('"')[0] for e in expressions} == {
+        "QuotaUtilization", "QuotaUtilizationCompleted", "QuotaUtilizationReserved", "QuotaUtilizationAccount",
+        "QuotaLimit"}
+    assert not [w for w in dashboard_body("Gateway", "eu-central-1")["widgets"]
+                if "Bedrock quota" in w.get("properties", {}).get("title", "")]
+    cw = boto3.client("cloudwatch", region_name="eu-central-1", endpoint_url=moto_url,
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    cw.put_dashboard(DashboardName="gatewatch-quotas", DashboardBody=json.dumps(body))
+    assert json.loads(cw.get_dashboard(DashboardName="gatewatch-quotas")["DashboardBody"]) == body
