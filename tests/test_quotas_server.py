@@ -367,3 +367,32 @@ def test_cloudwatch_dashboard_has_headroom_widgets_when_quotas_are_on(moto_url, 
                       aws_access_key_id="testing", aws_secret_access_key="testing")
     cw.put_dashboard(DashboardName="gatewatch-quotas", DashboardBody=json.dumps(body))
     assert json.loads(cw.get_dashboard(DashboardName="gatewatch-quotas")["DashboardBody"]) == body
+
+
+async def test_a_new_bedrock_deployment_in_the_catalog_is_read_without_waiting_an_hour(aws, gatewatch_server,
+                                                                                      tmp_path):
+    from agent.enrich import catalog_from_config_text
+
+    gw, _url = await started(gatewatch_server, tmp_path)
+    reads = len(aws.list_calls())
+    head, tail = (FIXTURES / "config.yaml").read_text().split("\nrouter_settings:")
+    config = head.rstrip("\n") + """
+  - model_name: bedrock-new
+    litellm_params:
+      model: bedrock/us.anthropic.claude-3-haiku-20240307-v1:0
+      aws_region_name: us-east-1
+      tags: ["aws_account:777777777777"]
+    model_info:
+      id: bedrock-new-use1
+""" + "\nrouter_settings:" + tail
+    gw.catalog.replace(catalog_from_config_text(config))
+
+    async def matched_new() -> bool:
+        return bool(gw.quotas.matches.get("bedrock-new-use1"))
+
+    await until(matched_new, what="the new deployment's quotas")
+    [new] = [d for d in gw.quotas.plan.deployments if d.deployment == "bedrock-new-use1"]
+    assert (new.aws_account, new.aws_region, new.ref.inference) == ("777777777777", "us-east-1", "cross_region")
+    assert len(aws.list_calls()) > reads
+    # a us. profile draws on the Cross-Region rows, which the fake account lacks: only the daily quota matches
+    assert set(gw.quotas.matches["bedrock-new-use1"]) == {"tokens_per_day"}

@@ -102,6 +102,9 @@ class QuotaService:
         self.cloudwatch: Callable[[list[tuple[dict[str, str], dict[str, float]]], float], None] | None = None
         self.cloudwatch_interval = 60.0
         self._cloudwatch_last = 0.0
+        self._params: dict[str, Any] = {}
+        self._signature: tuple[Any, ...] = ()
+        self._refresh_task: asyncio.Task[bool] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -111,6 +114,8 @@ class QuotaService:
             self._tasks.append(asyncio.create_task(self._account_loop(), name="quotas-account"))
 
     async def stop(self) -> None:
+        if self._refresh_task is not None:
+            self._tasks.append(self._refresh_task)  # type: ignore[arg-type]
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -138,8 +143,16 @@ class QuotaService:
                 log.exception("quota evaluation failed")
 
     # -- limits ------------------------------------------------------------------------
-    def build_plan(self) -> Plan:
-        params = litellm_params_by_id(self.config_text())
+    def catalog_signature(self) -> tuple[Any, ...]:
+        return tuple((d.id, d.model, d.provider, d.aws_account, d.aws_region) for d in self.catalog
+                     if d.provider == "bedrock") + (self.catalog.fallback,)
+
+    def build_plan(self, params: dict[str, Any] | None = None) -> Plan:
+        """Re-read the LiteLLM config's credentials (blocking) unless `params` are given; rebuild the plan."""
+        if params is None:
+            params = litellm_params_by_id(self.config_text())
+        self._params = params
+        self._signature = self.catalog_signature()
         fallback = self.catalog.fallback
         self.plan = build_plan(self.catalog, params, self.table, self.config.roles,
                                fallback.aws_account, fallback.aws_region)
@@ -228,8 +241,21 @@ class QuotaService:
                 log.warning("quotas: AWS/Bedrock metrics for %s/%s not read (%s)", where[0], where[1], _describe(exc))
 
     # -- evaluation --------------------------------------------------------------------
+    def follow_catalog(self) -> None:
+        """The catalog was reloaded (SIGHUP, refresh): re-plan now, and read new accounts without
+        waiting for the hourly refresh."""
+        if self.catalog_signature() == self._signature:
+            return
+        self.build_plan(self._params)
+        self.match()
+        new = set(self.plan.accounts()) - set(self.limits) - set(self.limit_errors)
+        if new and (self._refresh_task is None or self._refresh_task.done()):
+            self._refresh_task = asyncio.get_running_loop().create_task(self.refresh_limits())
+
     async def evaluate(self, now: float | None = None) -> list[Event]:
         now = self.clock() if now is None else now
+        if self._signature:
+            self.follow_catalog()
         minute = await self.recorder.per_minute(now)
         day = await self.recorder.per_day(now)
         self.recorder.forget(now)
