@@ -146,3 +146,20 @@ def test_forecast_from_the_slope():
     assert minutes == pytest.approx(4.0)
     assert service._forecast(("flat", "q"), 0.0, 0.5) is None
     assert service._forecast(key, 90.0, 1.2) == 0.0
+
+
+def test_cloudwatch_gauge_rows_as_emf_lines_and_put_metric_data():
+    from agent.sinks.cloudwatch import gauge_batches
+    from tests.cloudwatch_support import check_emf_line
+
+    dims = {"AwsAccount": "444444444444", "AwsRegion": "eu-central-1", "Model": "anthropic.claude-3-haiku",
+            "Quota": "tokens_per_minute", "Inference": "on_demand"}
+    rows = [(dims, {"QuotaLimit": 10000.0, "QuotaUtilization": 0.42, "QuotaUtilizationReserved": 0.42})]
+    [emf] = gauge_batches(rows, 1_800_000_000.0, "LiteLLM", "emf")
+    [line] = emf.payload
+    doc = check_emf_line(line)
+    assert doc["QuotaUtilization"] == 0.42 and doc["AwsAccount"] == "444444444444"
+    assert doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [list(dims)]
+    [api] = gauge_batches(rows, 1_800_000_000.0, "LiteLLM", "api")
+    assert {d["MetricName"]: d["Value"] for d in api.payload} == rows[0][1]
+    assert api.datapoints == 3
