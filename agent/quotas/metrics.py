@@ -32,6 +32,8 @@ class QuotaCollector(Collector):
         self.service = service
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        # runs on the /metrics render thread while the event loop updates the service: every
+        # dict is copied with list() (atomic under the GIL) before it is walked
         s = self.service
         limit = GaugeMetricFamily("gatewatch_quota_limit", "Applied Bedrock quota (Service Quotas).", labels=LABELS)
         util = GaugeMetricFamily("gatewatch_quota_utilization_ratio",
@@ -56,14 +58,14 @@ class QuotaCollector(Collector):
                                      "Bedrock requests sent without max_tokens (Bedrock reserves the model's "
                                      "maximum output for them).", labels=["aws_account", "aws_region", "model",
                                                                           "inference"])
-        for key, count in s.recorder.without_max_tokens.items():
+        for key, count in list(s.recorder.without_max_tokens.items()):  # copied: the loop adds keys
             no_max.add_metric(key.split("|")[:4], count)
         yield no_max
         throttles = GaugeMetricFamily("gatewatch_quota_account_throttles",
                                       "AWS/Bedrock InvocationThrottles in the newest minute (every caller of the "
                                       "account).", labels=["aws_account", "aws_region", "model"])
-        for (account, region), models in s.account_use.items():
-            for model, use in models.items():
+        for (account, region), models in list(s.account_use.items()):
+            for model, use in list(models.items()):
                 if use.throttles is not None:
                     throttles.add_metric([account, region, model], use.throttles)
         yield throttles
@@ -74,18 +76,18 @@ class QuotaCollector(Collector):
         yield unmatched
         calls = CounterMetricFamily("gatewatch_quota_api_calls", "Service Quotas / CloudWatch reads.",
                                     labels=["api", "outcome"])
-        for (api, outcome), count in s.calls.items():
+        for (api, outcome), count in list(s.calls.items()):
             calls.add_metric([api, outcome], count)
         yield calls
         throttled = CounterMetricFamily("gatewatch_quota_api_throttled",
                                         "Throttled attempts of the quota reads (retried by botocore).",
                                         labels=["api"])
-        for api, count in s.throttled.items():
+        for api, count in list(s.throttled.items()):
             throttled.add_metric([api], count)
         yield throttled
         refreshed = GaugeMetricFamily("gatewatch_quota_last_refresh_timestamp_seconds",
                                       "When Service Quotas was last read successfully.",
                                       labels=["aws_account", "aws_region"])
-        for (account, region), stamp in s.refreshed_at.items():
+        for (account, region), stamp in list(s.refreshed_at.items()):
             refreshed.add_metric([account, region], stamp)
         yield refreshed
