@@ -125,13 +125,20 @@ class QuotaService:
 
     async def _limits_loop(self) -> None:
         while True:
-            failed = await self.refresh_limits()
+            try:
+                failed = await self.refresh_limits()
+            except Exception:  # a bug or an unreadable LiteLLM config: keep what we have, try again soon
+                log.exception("quotas: refresh failed")
+                failed = True
             await asyncio.sleep(min(self.config.refresh_interval, 60.0) if failed else self.config.refresh_interval)
 
     async def _account_loop(self) -> None:
         while True:
             await asyncio.sleep(min(5.0, self.config.account_usage_interval))  # let the first limits read start
-            await self.refresh_account_use()
+            try:
+                await self.refresh_account_use()
+            except Exception:
+                log.exception("quotas: AWS/Bedrock metrics read failed")
             await asyncio.sleep(max(0.0, self.config.account_usage_interval - 5.0))
 
     async def _evaluate_loop(self) -> None:
