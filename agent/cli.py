@@ -16,7 +16,8 @@ from agent import __version__
 from agent.config import Config, ConfigError, load_config
 
 # modules that add verbs: each has register(subparsers) -> None
-COMMAND_MODULES: list[str] = ["agent.sinks.cloudwatch_cli", "agent.alerts.cli", "agent.rules.cli"]
+COMMAND_MODULES: list[str] = ["agent.sinks.cloudwatch_cli", "agent.alerts.cli", "agent.rules.cli",
+                               "agent.quotas.cli"]
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:

@@ -18,6 +18,7 @@ from agent.alerts.config import NotifyConfig
 from agent.configtypes import ByteSize, ConfigError, Duration, Secret, build, interpolate, scrub
 from agent.console.config import ConsoleConfig
 from agent.otel.config import OtelConfig
+from agent.quotas.config import QuotasConfig
 from agent.refresh import RefreshConfig
 from agent.rules.settings import RuleEngineConfig
 from agent.sinks.cloudwatch import CloudWatchConfig
@@ -123,6 +124,7 @@ class Config:
     rule_engine: RuleEngineConfig = field(default_factory=RuleEngineConfig)
     state: StateConfig = field(default_factory=StateConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    quotas: QuotasConfig = field(default_factory=QuotasConfig)
 
     source_file: str | None = field(default=None, metadata={"config": False})  # where it came from; not a key
 

@@ -27,6 +27,7 @@ class Kind:
     BUDGET = "budget"  # a budget / spend webhook from LiteLLM
     PROXY_ERROR = "proxy_error"  # an error line in the proxy's logs (ASGI exception, ...)
     SELF = "self"  # gatewatch's own signals (tail lag, ...), for local rules
+    QUOTA = "quota"  # Bedrock quota headroom of one account/region/model/quota (agent/quotas), value: utilization
 
     ALL = (
         REQUEST,
@@ -40,6 +41,7 @@ class Kind:
         BUDGET,
         PROXY_ERROR,
         SELF,
+        QUOTA,
     )
 
 
@@ -97,6 +99,7 @@ class Event:
     output_tokens: int = 0
     total_tokens: int = 0
     cost_usd: float = 0.0
+    max_tokens: int | None = None  # the request's max_tokens / max_completion_tokens (model parameters)
 
     # router behaviour
     retries: int = 0  # x-litellm-attempted-retries on the final success

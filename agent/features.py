@@ -22,6 +22,7 @@ def _installers() -> list:
     from agent import refresh
     from agent.alerts import service as notify_service
     from agent.console import feature as console
+    from agent.quotas import feature as quotas
     from agent.rules import engine as rule_engine
     from agent.sinks import cloudwatch, otel
     from agent.sources import watch
@@ -36,4 +37,5 @@ def _installers() -> list:
         rule_engine.install,
         watch.install,
         shared_state.install,  # after rule_engine: hands it the shared windows
+        quotas.install,
     ]

@@ -133,6 +133,12 @@ class Pipeline:
         batch = list(events) + outcomes if outcomes else events
         self._fan_out(batch)
 
+    def publish_attributed(self, events: Sequence[Event]) -> None:
+        """Events whose source already set account and region (the quota service): no enrichment,
+        no request merging, straight to the sinks."""
+        if events:
+            self._fan_out(events)
+
     def tick(self, now: float | None = None) -> None:
         """Release failures whose merge window has passed (called every second)."""
         expired = self.tracker.expire(now)

@@ -37,6 +37,9 @@ PROXY = f'{JOB}, requested_model=~"$model_group", aws_account=~"$aws_account", a
 INST = f'{JOB}, instance=~"$instance"'
 RI = "$__rate_interval"
 DEPLOYMENT = "model_id, aws_account, aws_region"
+# Bedrock quota headroom (agent/quotas): per account, region and model, no model group
+QUOTA = f'{JOB}, aws_account=~"$aws_account", aws_region=~"$aws_region"'
+QUOTA_KEY = "aws_account, aws_region, model, quota, inference"
 
 # recording rules (dashboards/prometheus/recording_rules.yml)
 R_LATENCY = "gatewatch:litellm_request_total_latency_metric_bucket:rate5m"
@@ -429,6 +432,41 @@ def deployments() -> Dashboard:
                            f" / on ({DEPLOYMENT}) max by ({DEPLOYMENT}) (litellm_deployment_tpm_limit{{{DEP}}})",
                            "{{model_id}} {{aws_account}}/{{aws_region}}")], "percentunit",
                    thresholds=RATIO_STEPS, min=0),
+            ]),
+            Row("Bedrock quota headroom", [
+                ts("Bedrock quota utilization",
+                   "Use over the account/region/model quota read from Service Quotas: the highest fresh view "
+                   "(the proxy's completed calls, its reservations of input + max_tokens, or AWS/Bedrock's "
+                   "account-wide EstimatedTPMQuotaUsage), burndown applied. The rule BedrockQuotaHeadroomLow "
+                   "pages above 80 %.",
+                   [target(f"max by ({QUOTA_KEY}) (gatewatch_quota_utilization_ratio{{{QUOTA}}})",
+                           "{{aws_account}}/{{aws_region}} {{model}} {{quota}} ({{inference}})")], "percentunit",
+                   thresholds=RATIO_STEPS, min=0),
+                ts("Utilization by view (tokens per minute)",
+                   "The three views side by side: completed (proxy, real time), reserved (input + max_tokens at "
+                   "request start), account (every caller of the account, a minute late).",
+                   [target(f'max by (aws_account, aws_region, model, view) (gatewatch_quota_view_utilization_ratio'
+                           f'{{{QUOTA}, quota="tokens_per_minute"}})',
+                           "{{aws_account}}/{{aws_region}} {{model}} {{view}}")], "percentunit",
+                   thresholds=RATIO_STEPS, min=0),
+                ts("Headroom (tokens per minute)", "Quota minus the highest view's use: what is left this minute.",
+                   [target(f'max by ({QUOTA_KEY}) (gatewatch_quota_limit{{{QUOTA}, quota="tokens_per_minute"}}) '
+                           f'* on ({QUOTA_KEY}) (1 - clamp_max(max by ({QUOTA_KEY}) '
+                           f'(gatewatch_quota_utilization_ratio{{{QUOTA}, quota="tokens_per_minute"}}), 1))',
+                           "{{aws_account}}/{{aws_region}} {{model}} ({{inference}})")], "short", min=0),
+                ts("Requests without max_tokens",
+                   "Bedrock reserves the model's maximum output for these: the most common cause of surprise "
+                   "throttling.",
+                   [target(f"sum by (aws_account, aws_region, model) (increase("
+                           f"gatewatch_quota_requests_without_max_tokens_total{{{QUOTA}}}[{RI}])) or vector(0)",
+                           "{{aws_account}}/{{aws_region}} {{model}}")], "short", draw="bars"),
+                ts("Account-wide throttles (AWS/Bedrock)",
+                   "InvocationThrottles of every caller of the account, newest minute.",
+                   [target(f"max by (aws_account, aws_region, model) (gatewatch_quota_account_throttles{{{QUOTA}}})"
+                           f" or vector(0)", "{{aws_account}}/{{aws_region}} {{model}}")], "short"),
+                ts("Quota limits", "Applied quota values (Service Quotas, refreshed hourly).",
+                   [target(f"max by ({QUOTA_KEY}) (gatewatch_quota_limit{{{QUOTA}}})",
+                           "{{aws_account}}/{{aws_region}} {{model}} {{quota}} ({{inference}})")], "short", min=0),
             ]),
         ])
 

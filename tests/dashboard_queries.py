@@ -42,6 +42,7 @@ FEATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                        ("agent.alerts.service", "agent.alerts.outbox", "agent.alerts.notify")),
     "otel": (("gatewatch_otel_",), ("agent.sinks.otel", "agent.otel")),
     "cloudwatch": (("gatewatch_cloudwatch_",), ("agent.sinks.cloudwatch",)),
+    "quotas": (("gatewatch_quota_",), ("agent.quotas",)),
 }
 # Metrics whose data needs features beyond the one that declares them: the core declares the
 # cooldown / no-deployments / failed-fallback / proxy-up metrics, but only the proxy's log

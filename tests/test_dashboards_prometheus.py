@@ -269,6 +269,9 @@ def _gatewatch_config(tmp: Path, port: int, peer: LoopbackPeer, features: dict[s
     if features["cloudwatch"]:
         config["cloudwatch"] = {"enabled": True, "mode": "emf", "interval": "1s",
                                 "emf_output": str(tmp / "emf.log")}
+    if features["quotas"]:
+        # Service Quotas is the local fake (AWS_ENDPOINT_URL_SERVICE_QUOTAS, set in `stack`)
+        config["quotas"] = {"enabled": True, "evaluate_interval": "1s", "account_usage_interval": 0}
     if features["alert delivery"]:
         config["notify"] = {"receivers": [{"name": "dashboards-test", "webhook": {"url": f"{peer.url}/hook"}}],
                             "route": {"receiver": "dashboards-test", "group_wait": "0s", "group_interval": "1s"}}
@@ -347,6 +350,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         (tmp / "gatewatch.yaml").write_text(yaml.safe_dump(_gatewatch_config(tmp, gw_port, peer, features)))
         env = {**os.environ, **lab_env()}
         env.pop("GATEWATCH_CONFIG", None)
+        if features["quotas"]:
+            from tests.servicequotas_support import FakeServiceQuotas
+
+            haiku = "Anthropic Claude 3 Haiku"
+            quotas = FakeServiceQuotas(quotas={"eu-central-1": [
+                (f"On-demand InvokeModel tokens per minute for {haiku}", "L-DASH0001", 20000.0),
+                (f"On-demand InvokeModel requests per minute for {haiku}", "L-DASH0002", 100.0)]})
+            env["AWS_ENDPOINT_URL_SERVICE_QUOTAS"] = quotas.start()
+            cleanup.callback(quotas.stop)
         _process([sys.executable, "-m", "agent.cli", "run", "--config", str(tmp / "gatewatch.yaml")],
                  tmp / "gatewatch.log", cleanup, env=env, cwd=ROOT)
         # the recording rules as shipped, evaluated every second instead of every minute or five

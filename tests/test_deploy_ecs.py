@@ -33,6 +33,7 @@ EXAMPLE = ECS / "terraform" / "example"
 TASK_DEF = json.loads((ECS / "task-definition.json").read_text())
 BUCKET = "acme-litellm-config"
 MONITORING_ROLE = "arn:aws:iam::444455556666:role/gatewatch-put-metrics"
+QUOTA_ROLE = "arn:aws:iam::555555555555:role/gatewatch-quotas"
 
 
 def container(td_containers: list[dict], name: str) -> dict[str, Any]:
@@ -254,6 +255,7 @@ def module_plan(tmp_path_factory) -> dict[str, Any]:
         + f'module "emf" {{\n  source = "{MODULE}"\n{common}}}\n'
         + f'module "api" {{\n  source = "{MODULE}"\n  name = "litellm-api"\n'
         + f'  monitoring_role_arn = "{MONITORING_ROLE}"\n'
+        + f'  quotas_enabled = true\n  quota_role_arns = {{ "555555555555" = "{QUOTA_ROLE}" }}\n'
         + f'{common}}}\n'
         + 'output "monitoring_policy" {\n  value = module.api.monitoring_role_policy\n}\n'
     )
@@ -312,6 +314,8 @@ def test_terraform_writes_a_gatewatch_config_that_loads(module_plan):
                                ["content"])
     assert api.cloudwatch.mode == "api" and api.cloudwatch.region == "eu-west-1"
     assert api.cloudwatch.role_arn == MONITORING_ROLE
+    assert not emf.quotas.enabled
+    assert api.quotas.enabled and api.quotas.roles == {"555555555555": QUOTA_ROLE}
     assert tf.resource_after(module_plan, "module.emf.aws_s3_object.gatewatch_config")["key"] == \
         urlparse(env_of(container(containers, "gatewatch"))["GATEWATCH_CONFIG"]).path.lstrip("/")
 
@@ -343,6 +347,16 @@ def test_iam_is_least_privilege(module_plan):
     assert by_sid["GatewatchAssumesMonitoringRole"]["Resource"] == [MONITORING_ROLE]
     assert "GatewatchAssumesMonitoringRole" not in {st["Sid"] for st in emf}  # EMF needs no AWS call at all
     assert not any(a.startswith("cloudwatch:") for st in emf + api for a in st["Action"])
+    # Bedrock quota headroom: only where quotas_enabled, reads only, roles listed one by one
+    quota = statements(tf.resource_after(module_plan, "module.api.aws_iam_role_policy.quota_reader[0]")["policy"])
+    assert sorted(a for st in quota for a in st["Action"]) == [
+        "cloudwatch:GetMetricData", "servicequotas:GetServiceQuota", "servicequotas:ListServiceQuotas"]
+    assume = statements(tf.resource_after(module_plan, "module.api.aws_iam_role_policy.quota_roles[0]")["policy"])
+    assert assume == [{"Sid": "GatewatchAssumesQuotaRoles", "Effect": "Allow", "Action": ["sts:AssumeRole"],
+                       "Resource": [QUOTA_ROLE]}]
+    emf_module = [m for m in module_plan["planned_values"]["root_module"]["child_modules"]
+                  if m["address"] == "module.emf"]
+    assert emf_module and not [r for r in emf_module[0].get("resources", []) if "quota" in r["name"]]
     monitoring = statements(module_plan["planned_values"]["outputs"]["monitoring_policy"]["value"])
     assert [st["Action"] for st in monitoring] == [["cloudwatch:PutMetricData"]]
     assert monitoring[0]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "LiteLLM"}}
@@ -350,7 +364,8 @@ def test_iam_is_least_privilege(module_plan):
     # a "*" resource only for the actions that take no resource
     wildcard = {tuple(st["actions"]): st.get("condition") for st in hcl_statements(MODULE / "iam.tf")
                 if st["resources"] == ["*"]}
-    assert set(wildcard) == {("ecr:GetAuthorizationToken",), ("cloudwatch:PutMetricData",)}
+    assert set(wildcard) == {("ecr:GetAuthorizationToken",), ("cloudwatch:PutMetricData",),
+                             ("servicequotas:ListServiceQuotas",), ("cloudwatch:GetMetricData",)}  # no resource types
     assert wildcard[("cloudwatch:PutMetricData",)] is not None  # scoped by namespace
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.rules.loader import load_rule_set
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -92,9 +93,11 @@ def test_installed_wheel_serves_readyz_with_the_default_pack_from_any_directory(
         log.close()
     output = (tmp_path / "gatewatch.log").read_text()
     assert body["ready"] is True, output
-    assert body["checks"]["rules"] == {"ok": True, "detail": "24 rules in 4 groups"}, output
+    pack = load_rule_set([str(ROOT / "rules")])  # the checkout's pack: the wheel must carry all of it
+    detail = f"{len(pack)} rules in {len(pack.groups)} groups"
+    assert body["checks"]["rules"] == {"ok": True, "detail": detail}, output
     assert str(ROOT) not in output  # nothing came from the checkout
-    assert "from 4 files" in output
+    assert f"from {len(pack.files)} files" in output
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, deadline: float) -> dict:

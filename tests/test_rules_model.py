@@ -297,9 +297,10 @@ def test_quota_utilization_needs_the_deployment():
 def test_default_pack_is_found_and_valid(monkeypatch, tmp_path):
     assert default_rules_dir() == Path(__file__).resolve().parent.parent / "rules"
     files = [Path(f).name for f in expand(None)]
-    assert files == ["budget.yml", "deployments.yml", "latency.yml", "litellm.yml", "quota.yml"]  # not rules/tests/
+    assert files == ["bedrock_quota.yml", "budget.yml", "deployments.yml", "latency.yml", "litellm.yml",
+                     "quota.yml"]  # not rules/tests/
     rule_set = load_rule_set(None)
-    assert len(rule_set) == 26
+    assert len(rule_set) == 29
     for rule in rule_set.rules():
         assert {"summary", "runbook"} <= set(rule.annotations), rule.id
         assert rule.scope == ("global" if rule.group in ("budget", "quota") else "local"), rule.id
@@ -326,4 +327,4 @@ def test_cli_check(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{bad}:6: groups[0].rules[0].above: expected a number, got 'x'" in err
     assert main(["rules", "check"]) == 0  # the default pack
-    assert "26 rules in 5 groups" in capsys.readouterr().out
+    assert "29 rules in 6 groups" in capsys.readouterr().out

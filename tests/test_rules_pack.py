@@ -146,9 +146,11 @@ def test_export_passes_promtool(tmp_path):
     assert names | skipped == {r.alert for r in load_rule_set(None).rules()}
     # ProxyDown: its value (seconds since the proxy was last up) and the start grace are the
     # sidecar's own; in PromQL it is `gatewatch_proxy_up == 0`, which has neither. LiteLLM's own
-    # alerts (rules/litellm.yml) reach the sidecar only, as webhooks: no metric carries them
+    # alerts (rules/litellm.yml) reach the sidecar only, as webhooks: no metric carries them. The Bedrock
+    # quota rules read the quota service's own events; dashboards/prometheus/ has their PromQL form
     assert skipped == {"DeploymentConsecutiveFailures", "DeploymentUnhealthy", "RemainingRequestsLow",
-                       "RemainingTokensLow", "ProxyDown", "LiteLLMBudgetAlert", "LiteLLMAlert"}
+                       "RemainingTokensLow", "ProxyDown", "LiteLLMBudgetAlert", "LiteLLMAlert",
+                       "BedrockQuotaHeadroomLow", "BedrockQuotaExhaustionForecast", "BedrockQuotaUnmatched"}
     assert f"SUCCESS: {sum(len(g['rules']) for g in exported['groups'])} rules found" in checked.stdout
 
 
@@ -215,6 +217,6 @@ def test_check_accepts_values_files(tmp_path, path):
     values.write_text("rules:\n  RegionSlowP95: {above: 60}\n  TeamDailySpend: {disabled: true}\n")
     result = gatewatch("rules", "check", "rules", "--values", str(values))
     assert result.returncode == 0, result.stderr
-    assert "25 rules in 5 groups" in result.stdout
+    assert "28 rules in 6 groups" in result.stdout
     result = gatewatch("rules", "check", str(path), "--values", str(values))
     assert result.returncode == 1 and "values for unknown rule" in result.stderr

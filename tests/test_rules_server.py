@@ -391,7 +391,7 @@ def test_check_config_validates_the_rules(tmp_path, capsys):
     config.write_text(yaml.safe_dump({"rules": [str(rules), "default"], "attribution": {"ecs_metadata": False},
                                       "state_dir": str(tmp_path / "s")}))
     assert main(["check-config", str(config)]) == 0
-    assert "rules: 27 rules in 6 groups from 6 files" in capsys.readouterr().out
+    assert "rules: 30 rules in 7 groups from 7 files" in capsys.readouterr().out
     rules.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        signal: errorz\n        above: 1\n")
     assert main(["check-config", str(config)]) == 1
     assert f"{rules}:5: groups[0].rules[0].signal: unknown signal 'errorz'" in capsys.readouterr().err

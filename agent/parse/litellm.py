@@ -68,6 +68,12 @@ class _Metadata(msgspec.Struct):
     traceparent: str | None = None
 
 
+class _ModelParameters(msgspec.Struct):
+    # Any, not int: a client's odd value must not reject the whole payload
+    max_tokens: Any = None
+    max_completion_tokens: Any = None
+
+
 class _Choice(msgspec.Struct):
     finish_reason: str | None = None
 
@@ -106,6 +112,7 @@ class Payload(msgspec.Struct):
     requester_ip_address: str | None = None
     user_agent: str | None = None
     hidden_params: _HiddenParams | None = None
+    model_parameters: _ModelParameters | None = None
     error_str: str | None = None
     error_information: _ErrorInformation | None = None
     messages: msgspec.Raw = msgspec.Raw(b"null")
@@ -361,6 +368,11 @@ def payload_to_event(p: Payload, capture_content: bool = False) -> Event:
         traceparent=md.traceparent or "",
         queue_time=md.queue_time_seconds,
     )
+    params = p.model_parameters
+    if params is not None:
+        limit = _num(params.max_tokens if params.max_tokens is not None else params.max_completion_tokens)
+        if limit is not None and 0 < limit < 1e9:
+            event.max_tokens = int(limit)
     if hidden.litellm_overhead_time_ms is not None:
         event.overhead = hidden.litellm_overhead_time_ms / 1000.0
     if failed and info is not None:

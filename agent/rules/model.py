@@ -68,7 +68,9 @@ class RuleSetError(ValueError):
 # in, `starting` while the proxy was never seen up within litellm.start_grace)
 # LiteLLM alert webhooks: `event` (WebhookEvent.event or the slack-format alert type), `event_group`,
 # `max_budget`, `level`
-EXTRA_LABELS = ("endpoint", "task", "starting", "event", "event_group", "max_budget", "level")
+# agent/quotas: quota, inference, view, quota_code, unmatched
+EXTRA_LABELS = ("endpoint", "task", "starting", "event", "event_group", "max_budget", "level",
+                "quota", "inference", "view", "quota_code", "unmatched")
 
 
 def label_valid(name: str) -> bool:

@@ -216,6 +216,19 @@ def _quota_tokens(e: Event) -> float | None:
     return float(e.total_tokens)
 
 
+def _bedrock_quota_utilization(e: Event) -> float | None:
+    return None if "unmatched" in e.attrs else e.value
+
+
+def _bedrock_quota_exhaustion(e: Event) -> float | None:
+    minutes = e.attrs.get("exhaustion_minutes")
+    return float(minutes) if minutes is not None else None
+
+
+def _bedrock_quota_unmatched(e: Event) -> float | None:
+    return 1.0 if "unmatched" in e.attrs else None
+
+
 def _constant_one(events: Sequence[Event]) -> list[float | None]:
     return [1.0] * len(events)
 
@@ -240,6 +253,7 @@ BATCH_EXTRACT: dict[Callable[[Event], Any], Callable[[Sequence[Event]], list[Any
 }
 
 _REQ = frozenset({Kind.REQUEST})
+_QUOTA = frozenset({Kind.QUOTA})
 _OUT = frozenset({Kind.OUTCOME})
 
 SIGNALS: dict[str, Signal] = {
@@ -308,6 +322,18 @@ SIGNALS: dict[str, Signal] = {
         Signal("quota_utilization", _REQ, _quota_tokens, "ratio", default_aggregate="ratio", percentiles=False,
                quota=True, derived="quota_utilization",
                doc="observed rpm and tpm over the deployment's configured rpm/tpm (the larger of the two)"),
+        # computed by agent/quotas from shared counters already: local windows (quota=False) on purpose
+        Signal("bedrock_quota_utilization", _QUOTA, _bedrock_quota_utilization, "ratio", RATIO_BOUNDS,
+               default_aggregate="last", percentiles=False,
+               doc="use of a Bedrock quota (Service Quotas) in the highest fresh view: completed, reserved "
+                   "(input + max_tokens) or account (AWS/Bedrock EstimatedTPMQuotaUsage); labels model, quota, "
+                   "inference, view, quota_code"),
+        Signal("bedrock_quota_exhaustion_minutes", _QUOTA, _bedrock_quota_exhaustion, "minutes",
+               default_aggregate="last", percentiles=False,
+               doc="minutes until a Bedrock quota reaches 100 % at the slope of the last 5 minutes (absent when "
+                   "not rising)"),
+        Signal("bedrock_quota_unmatched", _QUOTA, _bedrock_quota_unmatched, "deployments", default_aggregate="last",
+               percentiles=False, doc="1 for a Bedrock deployment whose quota could not be matched (attr unmatched)"),
         Signal("outcomes", _OUT, _requests, "requests", default_aggregate="count", percentiles=False,
                doc="client requests after retries and fallbacks"),
         Signal("outcome_errors", _OUT, _errors, "requests", default_aggregate="count", outcome=_error_outcome,

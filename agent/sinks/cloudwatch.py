@@ -340,6 +340,13 @@ class CloudWatchSink:
             self.self_metrics.series_overflow.labels("cloudwatch").inc(overflowed)
         self._overflow_reported = self.aggregator.overflowed
 
+    def add_gauges(self, rows: list[tuple[dict[str, str], dict[str, float]]], timestamp: float) -> None:
+        """Gauges computed elsewhere (Bedrock quota headroom): (dimensions, metric name -> value) rows,
+        delivered with the next interval through the same output, queue and retries."""
+        if rows and not self._stopped:
+            self._enqueue(gauge_batches(rows, timestamp, self.config.namespace, self.exporter.mode,
+                                        self.config.storage_resolution))
+
     def _enqueue(self, new: list[Batch]) -> None:
         self.pending.extend(new)
         while len(self.pending) > self.config.max_pending_batches:
@@ -392,6 +399,30 @@ def install(app: GatewatchApp) -> None:
         checks = app.config_checks = []  # type: ignore[attr-defined]  # read by `gatewatch check-config`
     checks.append(lambda: [describe(config)])
     app.cloudwatch = sink  # type: ignore[attr-defined]  # for tests and `check-config`
+
+
+def gauge_batches(rows: list[tuple[dict[str, str], dict[str, float]]], timestamp: float, namespace: str, mode: str,
+                  storage_resolution: int = 60) -> list[Batch]:
+    """Gauge rows -> one Batch: EMF lines (one per row) or PutMetricData datums (under the call limits)."""
+    import datetime as dt
+    import json
+
+    if mode == "emf":
+        lines = []
+        for dims, values in rows:
+            doc: dict[str, object] = {"_aws": {"Timestamp": int(timestamp * 1000), "CloudWatchMetrics": [{
+                "Namespace": namespace, "Dimensions": [list(dims)],
+                "Metrics": [{"Name": name, "Unit": "None", "StorageResolution": storage_resolution}
+                            for name in values]}]}}
+            doc.update(dims)
+            doc.update(values)
+            lines.append(json.dumps(doc, separators=(",", ":")))
+        return [Batch(lines, sum(len(v) for _, v in rows), sum(len(line) + 1 for line in lines))]
+    stamp = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+    datums = [{"MetricName": name, "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
+               "Timestamp": stamp, "Unit": "None", "StorageResolution": storage_resolution, "Value": float(value)}
+              for dims, values in rows for name, value in values.items()]
+    return [Batch(datums[i:i + 500], len(datums[i:i + 500])) for i in range(0, len(datums), 500)]
 
 
 def describe(config: CloudWatchConfig) -> str:

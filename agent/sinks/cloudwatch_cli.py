@@ -80,7 +80,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     body = dashboard_body(args.namespace or config.cloudwatch.namespace, _region(config, args.region),
-                          config.cloudwatch.dimensions, args.period)
+                          config.cloudwatch.dimensions, args.period, quotas=config.quotas.enabled)
     print(json.dumps(body, indent=2))
     return 0
 
@@ -119,7 +119,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     cw = config.cloudwatch
     plan = plan_alarms(groups, cw.namespace, cw.dimensions, deployments)
     files = {
-        "dashboard.json": dashboard_body(cw.namespace, _region(config, args.region), cw.dimensions),
+        "dashboard.json": dashboard_body(cw.namespace, _region(config, args.region), cw.dimensions,
+                                         quotas=config.quotas.enabled),
         "alarms.json": plan.alarms,
         "alarms.cfn.json": alarms_to_cloudformation(plan.alarms),
     }

@@ -32,6 +32,15 @@ _WIDGETS: list[tuple[str, list[tuple[str, str]], list[tuple[str, ...]]]] = [
     ("Latency p95 (ms) by account and region", [("Latency", "p95")],
      [("ModelGroup", "AwsAccount", "AwsRegion"), ("AwsAccount", "AwsRegion")]),
 ]
+# Bedrock quota headroom (agent/quotas), published with one fixed dimension set when `quotas.enabled`
+QUOTA_DIMS = ("AwsAccount", "AwsRegion", "Model", "Quota", "Inference")
+_QUOTA_WIDGETS: list[tuple[str, list[tuple[str, str]]]] = [
+    ("Bedrock quota utilization (highest fresh view)", [("QuotaUtilization", "Maximum")]),
+    ("Bedrock quota utilization by view", [("QuotaUtilizationCompleted", "Maximum"),
+                                           ("QuotaUtilizationReserved", "Maximum"),
+                                           ("QuotaUtilizationAccount", "Maximum")]),
+    ("Bedrock quota limits (Service Quotas)", [("QuotaLimit", "Maximum")]),
+]
 WIDTH, HEIGHT = 12, 6
 
 
@@ -48,7 +57,8 @@ def _pick(preferred: list[tuple[str, ...]], published: list[tuple[str, ...]]) ->
 
 
 def dashboard_body(namespace: str = "LiteLLM", region: str = "us-east-1",
-                   dimension_sets: Sequence[Sequence[str]] | None = None, period: int = 60) -> dict[str, Any]:
+                   dimension_sets: Sequence[Sequence[str]] | None = None, period: int = 60,
+                   quotas: bool = False) -> dict[str, Any]:
     published = [tuple(s) for s in (dimension_sets if dimension_sets is not None else DEFAULT_DIMENSION_SETS)]
     widgets: list[dict[str, Any]] = [{
         "type": "text", "x": 0, "y": 0, "width": 24, "height": 2,
@@ -57,8 +67,9 @@ def dashboard_body(namespace: str = "LiteLLM", region: str = "us-east-1",
                                    "successful attempts; Requests and Errors count LLM API attempts."},
     }]
     index = 0
-    for title, metrics, preferred in _WIDGETS:
-        dims = _pick(preferred, published)
+    quota_widgets = [(title, metrics, [QUOTA_DIMS]) for title, metrics in _QUOTA_WIDGETS] if quotas else []
+    for title, metrics, preferred in _WIDGETS + quota_widgets:
+        dims = QUOTA_DIMS if preferred == [QUOTA_DIMS] else _pick(preferred, published)
         if dims is None:
             continue
         lines = []

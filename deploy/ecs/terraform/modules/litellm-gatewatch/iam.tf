@@ -67,6 +67,49 @@ data "aws_iam_policy_document" "task" {
   }
 }
 
+# -- Bedrock quota headroom (gatewatch `quotas:`, only with quotas_enabled) -------------------
+# ListServiceQuotas and GetMetricData take no resource (AWS service authorization reference),
+# hence "*"; GetServiceQuota is scoped to Bedrock's quotas.
+data "aws_iam_policy_document" "quota_reader" {
+  statement {
+    sid       = "GatewatchListsBedrockQuotas"
+    actions   = ["servicequotas:ListServiceQuotas"]
+    resources = ["*"]
+  }
+  statement {
+    sid       = "GatewatchReadsBedrockQuota"
+    actions   = ["servicequotas:GetServiceQuota"]
+    resources = ["arn:aws:servicequotas:*:*:bedrock/*"]
+  }
+  statement {
+    sid       = "GatewatchReadsBedrockMetrics"
+    actions   = ["cloudwatch:GetMetricData"]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "quota_reader" {
+  count  = var.quotas_enabled ? 1 : 0
+  name   = "${var.name}-quota-reader"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.quota_reader.json
+}
+
+data "aws_iam_policy_document" "quota_roles" {
+  statement {
+    sid       = "GatewatchAssumesQuotaRoles"
+    actions   = ["sts:AssumeRole"]
+    resources = length(var.quota_role_arns) == 0 ? ["arn:aws:iam::000000000000:role/none"] : values(var.quota_role_arns)
+  }
+}
+
+resource "aws_iam_role_policy" "quota_roles" {
+  count  = var.quotas_enabled && length(var.quota_role_arns) > 0 ? 1 : 0
+  name   = "${var.name}-quota-roles"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.quota_roles.json
+}
+
 resource "aws_iam_role" "task" {
   name               = "${var.name}-task"
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_trust.json

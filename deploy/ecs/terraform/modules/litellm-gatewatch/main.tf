@@ -121,6 +121,8 @@ resource "aws_s3_object" "gatewatch_config" {
     namespace           = var.cloudwatch_namespace
     monitoring_role_arn = var.monitoring_role_arn
     region              = local.region
+    quotas_enabled      = var.quotas_enabled
+    quota_role_arns     = var.quota_role_arns
   })
   tags = var.tags
 }

@@ -23,3 +23,8 @@ output "monitoring_role_policy" {
   description = "Permissions of the role in the monitoring account: PutMetricData in gatewatch's namespace only."
   value       = data.aws_iam_policy_document.monitoring_put_metrics.json
 }
+
+output "quota_reader_policy" {
+  description = "Policy for every role gatewatch reads Bedrock quotas through (quota_role_arns, or the deployments' aws_role_name roles): Service Quotas and AWS/Bedrock metrics of that account."
+  value       = data.aws_iam_policy_document.quota_reader.json
+}

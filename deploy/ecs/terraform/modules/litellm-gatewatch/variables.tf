@@ -99,6 +99,18 @@ variable "litellm_assume_role_arns" {
   default     = []
 }
 
+variable "quotas_enabled" {
+  description = "Bedrock quota headroom (gatewatch quotas:): lets the task role list Service Quotas and read AWS/Bedrock metrics."
+  type        = bool
+  default     = false
+}
+
+variable "quota_role_arns" {
+  description = "Account id -> role gatewatch assumes to read that account's quotas (quotas.roles); each role needs the quota_reader_policy output."
+  type        = map(string)
+  default     = {}
+}
+
 variable "refresh_interval" {
   description = "How often gatewatch checks its config and rule files for changes (by ETag)."
   type        = string
