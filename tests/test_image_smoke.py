@@ -77,11 +77,12 @@ def user_ids(image: dict[str, Any]) -> tuple[int, int]:
     return int(uid), int(gid)
 
 
-def container_script(root: Path, image: dict[str, Any], argv: list[str]) -> str:
+def container_script(root: Path, image: dict[str, Any], argv: list[str], mountpoint: Path) -> str:
     """The shell run inside `unshare --mount --pid --fork`: assemble the root, then exec."""
     uid, gid = user_ids(image)
     q = shlex.quote
-    lines = ["set -eu", "R=$(mktemp -d /tmp/gatewatch-image-root.XXXXXX)",
+    mountpoint.mkdir(exist_ok=True)
+    lines = ["set -eu", f"R={q(str(mountpoint))}",
              f"mount --bind {q(str(root))} \"$R\"", "mount -o remount,bind,ro \"$R\"",
              "mount -t proc proc \"$R/proc\"",
              "mount -t tmpfs -o mode=0755,size=64k tmpfs \"$R/dev\""]
@@ -99,10 +100,10 @@ def container_script(root: Path, image: dict[str, Any], argv: list[str]) -> str:
 
 
 class Container:
-    def __init__(self, root: Path, image: dict[str, Any], argv: list[str], log: Path) -> None:
-        self.log = log
-        self.log_fh = open(log, "wb")
-        script = container_script(root, image, argv)
+    def __init__(self, root: Path, image: dict[str, Any], argv: list[str], tmp_path: Path) -> None:
+        self.log = tmp_path / "gatewatch.log"
+        self.log_fh = open(self.log, "wb")
+        script = container_script(root, image, argv, tmp_path / "root")
         self.proc = subprocess.Popen(["unshare", "--mount", "--pid", "--fork", "--propagation", "private",
                                       "sh", "-c", script], stdout=self.log_fh, stderr=subprocess.STDOUT)
 
@@ -130,7 +131,7 @@ class Container:
 
 
 def run_in_image(root: Path, image: dict[str, Any], argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    script = container_script(root, image, argv)
+    script = container_script(root, image, argv, tmp_path / "root")
     return subprocess.run(["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c", script],
                           capture_output=True, text=True, timeout=120)
 
@@ -163,7 +164,7 @@ async def test_image_serves_the_default_pack_counts_a_capture_and_drains_on_sigt
     items = capture_items(CAPTURE)
     assert {i["status"] for i in items} == {"success"} and len({i["litellm_call_id"] for i in items}) == len(items)
     body = load_capture(CAPTURE)["body_text"] or json.dumps(load_capture(CAPTURE)["body_json"])
-    container = Container(rootfs, image, argv, tmp_path / "gatewatch.log")
+    container = Container(rootfs, image, argv, tmp_path)
     try:
         tini = await asyncio.to_thread(container.pid1)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
