@@ -50,7 +50,9 @@ started=$SECONDS
 if [ "${REFRESH_BASE:-0}" = 1 ] || ! podman image exists "$BASE"; then
   log "making the $SUITE base $BASE with debootstrap"
   rootfs="$CACHE/rootfs"
-  rm -rf "$rootfs"
+  # a debootstrap killed half-way can leave /proc and /sys mounted in its target
+  umount -R "$rootfs/proc" "$rootfs/sys" 2>/dev/null || true
+  rm -rf --one-file-system "$rootfs"
   debootstrap --variant=minbase --include="$BASE_PACKAGES" --cache-dir="$CACHE/debs" \
     "$SUITE" "$rootfs" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
     || { tail -n 30 "$CACHE/debootstrap.log" >&2; log "debootstrap failed (log: $CACHE/debootstrap.log)"; exit 1; }
@@ -61,7 +63,7 @@ if [ "${REFRESH_BASE:-0}" = 1 ] || ! podman image exists "$BASE"; then
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python3"]' \
     - "$BASE" >/dev/null
-  rm -rf "$rootfs"
+  rm -rf --one-file-system "$rootfs"
   log "base ready in $((SECONDS - started)) s"
 else
   log "base $BASE cached"
