@@ -15,12 +15,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(RUNTIME): pyproject.toml setup.py | $(VENV)/bin/python
-	$(PIP) install --quiet -e .
+# both on requirements.lock's versions: the image's, so the tests run what ships
+$(RUNTIME): pyproject.toml setup.py requirements.lock | $(VENV)/bin/python
+	$(PIP) install --quiet -c requirements.lock -e .
 	touch $(RUNTIME)
 
-$(STAMP): pyproject.toml setup.py | $(VENV)/bin/python
-	$(PIP) install --quiet -e '.[test]'
+$(STAMP): pyproject.toml setup.py requirements.lock | $(VENV)/bin/python
+	$(PIP) install --quiet -c requirements.lock -e '.[test]'
 	touch $(RUNTIME) $(STAMP)
 
 run: $(RUNTIME)

@@ -12,6 +12,8 @@ command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)  # amtool, 
 # the console's browser tests drive Debian's chromium through the playwright package;
 # playwright's own browser download is never used (tests pass executable_path=/usr/bin/chromium)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v podman >/dev/null 2>&1 || need+=(podman)  # builds the image (tests/test_image_smoke.py)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)  # the image's bookworm base, no registry
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

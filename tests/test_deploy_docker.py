@@ -72,7 +72,7 @@ def test_runtime_stage_is_slim_non_root_with_tini_and_a_healthcheck():
     assert len(stages()) >= 2, "multi-stage: the build tools stay out of the image"
     base = next(line.split("=", 1)[1] for word, line in instructions(DOCKERFILE.read_text())
                 if word == "ARG" and line.startswith("PYTHON_IMAGE="))
-    assert base.startswith("python:3.11") and "slim" in base, base
+    assert base.startswith(f"python:{SUPPORTED_MINOR}") and "slim" in base, base
     assert build[0][1].split()[0] == runtime[0][1].split()[0] == "${PYTHON_IMAGE}"
     user = [rest for word, rest in runtime if word == "USER"]
     assert user and user[-1].split(":")[0] not in ("0", "root")
@@ -114,15 +114,42 @@ def test_dockerignore_lets_in_everything_copied():
                     assert (ROOT / source).exists(), source
 
 
-def locked() -> dict[str, str]:
-    pins: dict[str, str] = {}
+def lock_lines() -> list[Requirement]:
+    """The lock's lines as requirements: `name==version`, optionally `; marker`."""
+    out: list[Requirement] = []
     for line in LOCK.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            assert version, f"not pinned with ==: {line}"
-            pins[canonicalize_name(name)] = version
-    return pins
+            req = Requirement(line)
+            pins = [s for s in req.specifier if s.operator == "=="]
+            assert len(pins) == 1 and len(req.specifier) == 1, f"not pinned with ==: {line}"
+            out.append(req)
+    return out
+
+
+def locked() -> dict[str, str]:
+    return {canonicalize_name(r.name): next(iter(r.specifier)).version for r in lock_lines()}
+
+
+# Every interpreter the image may be built on: the Dockerfile's base is python:3.11 (any patch
+# release), scripts/build-image.sh builds on bookworm's python3 (3.11.2), ECS runs x86_64 and
+# Graviton. A marker such as redis's `python_full_version < "3.11.3"` splits this set.
+SUPPORTED_MINOR = "3.11"
+
+
+def build_environments() -> list[dict[str, str]]:
+    base = default_environment()
+    return [{**base, "python_version": SUPPORTED_MINOR, "python_full_version": f"{SUPPORTED_MINOR}.{patch}",
+             "implementation_version": f"{SUPPORTED_MINOR}.{patch}", "platform_machine": machine,
+             "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+             "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+            for patch in range(0, 30) for machine in ("x86_64", "aarch64")]
+
+
+def installed_on(env: dict[str, str]) -> dict[str, str]:
+    """What `pip install --no-deps -r requirements.lock` installs on that interpreter."""
+    return {canonicalize_name(r.name): next(iter(r.specifier)).version for r in lock_lines()
+            if r.marker is None or r.marker.evaluate(env)}
 
 
 def runtime_requirements() -> list[Requirement]:
@@ -141,10 +168,11 @@ def test_lock_pins_every_runtime_dependency_within_its_range():
 
 
 def test_lock_is_closed_under_dependencies():
-    """Every dependency of a locked package is locked too (checked from installed metadata
-    where the test venv has the same version; the image's `pip check` covers the rest)."""
+    """Every dependency of a locked package is locked too, on every Python the image may be
+    built on (checked from installed metadata where the test venv has the same version; the
+    image's `pip check`, run by tests/test_image_smoke.py, covers the rest on 3.11.2)."""
     pins = locked()
-    env = default_environment()
+    envs = build_environments()
     checked = 0
     for name, version in pins.items():
         try:
@@ -156,12 +184,31 @@ def test_lock_is_closed_under_dependencies():
         checked += 1
         for spec in dist.requires or []:
             req = Requirement(spec)
-            if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
-                continue
             dep = canonicalize_name(req.name)
-            assert dep in pins, f"{name}=={version} needs {req}, which requirements.lock lacks"
-            assert req.specifier.contains(pins[dep], prereleases=True), f"{name} needs {req}, lock has {pins[dep]}"
+            for env in envs:
+                if name not in installed_on(env):
+                    break
+                if req.marker is not None and not req.marker.evaluate(env):
+                    continue
+                where = f"Python {env['python_full_version']} on {env['platform_machine']}"
+                assert dep in installed_on(env), \
+                    f"{name}=={version} needs {req} on {where}, which requirements.lock lacks: run scripts/lock-deps.sh"
+                assert req.specifier.contains(pins[dep], prereleases=True), f"{name} needs {req}, lock has {pins[dep]}"
     assert checked >= len(pins) // 2, "the test venv shares too few versions with the lock to check it"
+
+
+def test_lock_markers_only_leave_out_what_no_locked_package_needs():
+    """A line with a marker (async-timeout: redis needs it below 3.11.3) is installed on the
+    interpreters that need it, and the lock says which Python it was made for."""
+    conditional = [r for r in lock_lines() if r.marker is not None]
+    for req in conditional:
+        assert any(req.marker.evaluate(env) for env in build_environments()), f"{req} is never installed"
+        assert any(not req.marker.evaluate(env) for env in build_environments()), f"{req}: marker always true"
+    assert f"# Python {SUPPORTED_MINOR}," in LOCK.read_text()
+    timeout = {canonicalize_name(r.name): r for r in lock_lines()}.get("async-timeout")
+    assert timeout is not None and timeout.marker is not None
+    assert timeout.marker.evaluate({**build_environments()[0], "python_full_version": "3.11.2"})
+    assert not timeout.marker.evaluate({**build_environments()[0], "python_full_version": "3.11.7"})
 
 
 async def test_writes_nothing_outside_the_state_dir(tmp_path):
