@@ -246,7 +246,7 @@ async def test_api_shapes_and_auth(gatewatch_server, lab_environ):
     status, body = await get(url, "/api/v1/rules", "s3cret-token")
     assert status == 200 and body["status"] == "success"
     groups = {g["name"]: g for g in body["data"]["groups"]}
-    assert set(groups) == {"budget", "deployments", "latency", "litellm", "quota"}
+    assert set(groups) == {"bedrock-quota", "budget", "deployments", "latency", "litellm", "quota"}
     slow = next(r for r in groups["latency"]["rules"] if r["name"] == "DeploymentSlowP95")
     assert slow["aggregate"] == "p95" and slow["over"] == 300 and slow["for"] == 300 and slow["state"] == "inactive"
     assert slow["file"].endswith("rules/latency.yml") and slow["line"] > 0 and slow["health"] in ("unknown", "ok")
@@ -315,7 +315,7 @@ async def test_self_metrics_on_the_metrics_endpoint(sidecar):
                  state="firing") == 1
     assert total(text, "gatewatch_rule_evaluations_total", group="deployments") == 1
     assert total(text, "gatewatch_rule_evaluation_duration_seconds_count", group="latency") == 1
-    assert total(text, "gatewatch_rules_loaded") == 26
+    assert total(text, "gatewatch_rules_loaded") == 29
 
 
 @pytest.mark.slow
