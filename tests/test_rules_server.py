@@ -256,7 +256,7 @@ async def test_api_shapes_and_auth(gatewatch_server, lab_environ):
         async with session.post(f"{url}/-/reload") as r:
             assert r.status == 401
         async with session.post(f"{url}/-/reload", headers={"Authorization": "Bearer s3cret-token"}) as r:
-            assert r.status == 200 and (await r.json())["data"]["kept"] == 26
+            assert r.status == 200 and (await r.json())["data"]["kept"] == 29
     status, body = await get(url, "/api/v1/alerts", "s3cret-token")
     assert status == 200 and body == {"status": "success", "data": {"alerts": []}}
 
