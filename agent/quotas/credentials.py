@@ -57,8 +57,8 @@ def credential_source(params: Mapping[str, Any], account: str, roles: Mapping[st
     access = _param(params, "aws_access_key_id", env)
     secret = _param(params, "aws_secret_access_key", env)
     token = _param(params, "aws_session_token", env)
-    keys = {"access_key": Secret(access), "secret_key": Secret(secret),
-            "session_token": Secret(token) if token else None} if access and secret else {}
+    keys: dict[str, Any] = {"access_key": Secret(access), "secret_key": Secret(secret),
+                            "session_token": Secret(token) if token else None} if access and secret else {}
     profile = _param(params, "aws_profile_name", env)
     sts = _param(params, "aws_sts_endpoint", env)
     if account in roles:

@@ -59,7 +59,7 @@ def _pick(preferred: list[tuple[str, ...]], published: list[tuple[str, ...]]) ->
 def dashboard_body(namespace: str = "LiteLLM", region: str = "us-east-1",
                    dimension_sets: Sequence[Sequence[str]] | None = None, period: int = 60,
                    quotas: bool = False) -> dict[str, Any]:
-    published = [tuple(s) for s in (dimension_sets if dimension_sets is not None else DEFAULT_DIMENSION_SETS)]
+    published: list[tuple[str, ...]] = [tuple(s) for s in (dimension_sets if dimension_sets is not None else DEFAULT_DIMENSION_SETS)]
     widgets: list[dict[str, Any]] = [{
         "type": "text", "x": 0, "y": 0, "width": 24, "height": 2,
         "properties": {"markdown": f"## LiteLLM through gatewatch (namespace `{namespace}`)\n"
@@ -67,9 +67,10 @@ def dashboard_body(namespace: str = "LiteLLM", region: str = "us-east-1",
                                    "successful attempts; Requests and Errors count LLM API attempts."},
     }]
     index = 0
-    quota_widgets = [(title, metrics, [QUOTA_DIMS]) for title, metrics in _QUOTA_WIDGETS] if quotas else []
+    quota_dims: list[tuple[str, ...]] = [QUOTA_DIMS]
+    quota_widgets = [(title, metrics, quota_dims) for title, metrics in _QUOTA_WIDGETS] if quotas else []
     for title, metrics, preferred in _WIDGETS + quota_widgets:
-        dims = QUOTA_DIMS if preferred == [QUOTA_DIMS] else _pick(preferred, published)
+        dims = QUOTA_DIMS if preferred is quota_dims else _pick(preferred, published)
         if dims is None:
             continue
         lines = []

@@ -18,8 +18,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 
-def _json_error(cls: type[web.HTTPException], message: str, **kw: str) -> web.HTTPException:
-    return cls(text=json.dumps({"error": message}), content_type="application/json", **kw)
+def _json_error(cls: type[web.HTTPException], message: str,
+                headers: dict[str, str] | None = None) -> web.HTTPException:
+    return cls(text=json.dumps({"error": message}), content_type="application/json", headers=headers)
 
 
 class BodyReader:
