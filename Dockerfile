@@ -16,8 +16,10 @@ WORKDIR /src
 COPY requirements.lock ./
 # --no-deps: the lock is the complete set; `pip check` below proves it is consistent
 RUN /opt/gatewatch/bin/pip install --no-deps -r requirements.lock
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY agent ./agent
+# the default rule pack: setup.py maps it into the package (agent/default_rules), as for any `pip install .`
+COPY rules ./rules
 RUN /opt/gatewatch/bin/pip install --no-deps . \
     && /opt/gatewatch/bin/pip check \
     && /opt/gatewatch/bin/python -m compileall -q /opt/gatewatch/lib
@@ -32,11 +34,9 @@ RUN groupadd --system --gid 10001 gatewatch \
        --shell /usr/sbin/nologin gatewatch \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/gatewatch
 COPY --from=build /opt/gatewatch /opt/gatewatch
-COPY rules /app/rules
 ENV PATH=/opt/gatewatch/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    GATEWATCH_RULES_DIR=/app/rules \
     GATEWATCH_STATE_DIR=/var/lib/gatewatch
 WORKDIR /app
 # ECS copies the owner and mode of a VOLUME path into a bind mount at that path, so the

@@ -86,9 +86,13 @@ def test_runtime_stage_is_slim_non_root_with_tini_and_a_healthcheck():
 
 
 def test_image_reads_rules_and_writes_only_declared_volumes():
-    runtime = stages()[-1]
+    build, runtime = stages()[0], stages()[-1]
+    built = " ".join(f"{w} {r}" for w, r in build)
+    # the default pack is package data (setup.py maps rules/ into agent/default_rules), as in any
+    # `pip install .`: the build stage copies it with setup.py, the runtime stage needs no path to it
+    assert "COPY rules ./rules" in built and "setup.py" in built
     text = " ".join(f"{w} {r}" for w, r in runtime)
-    assert "COPY rules /app/rules" in text and "GATEWATCH_RULES_DIR=/app/rules" in text
+    assert "rules" not in text and "GATEWATCH_RULES_DIR" not in text
     state_dir = next(r for w, r in runtime if w == "ENV" and "GATEWATCH_STATE_DIR=" in r) \
         .split("GATEWATCH_STATE_DIR=")[1].split()[0]
     volume = next(r for w, r in runtime if w == "VOLUME")

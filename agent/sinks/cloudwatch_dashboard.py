@@ -59,7 +59,8 @@ def _pick(preferred: list[tuple[str, ...]], published: list[tuple[str, ...]]) ->
 def dashboard_body(namespace: str = "LiteLLM", region: str = "us-east-1",
                    dimension_sets: Sequence[Sequence[str]] | None = None, period: int = 60,
                    quotas: bool = False) -> dict[str, Any]:
-    published: list[tuple[str, ...]] = [tuple(s) for s in (dimension_sets if dimension_sets is not None else DEFAULT_DIMENSION_SETS)]
+    sets = dimension_sets if dimension_sets is not None else DEFAULT_DIMENSION_SETS
+    published: list[tuple[str, ...]] = [tuple(s) for s in sets]
     widgets: list[dict[str, Any]] = [{
         "type": "text", "x": 0, "y": 0, "width": 24, "height": 2,
         "properties": {"markdown": f"## LiteLLM through gatewatch (namespace `{namespace}`)\n"
