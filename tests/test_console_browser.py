@@ -137,6 +137,10 @@ async def test_console_login_alert_silence_expire_deployments(gatewatch_server: 
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= 392, width
             await page.screenshot(path=str(artifacts / "alerts-phone.png"), full_page=True)
+            await page.get_by_role("link", name="Deployments").click()
+            await expect(page.locator('tr[data-deployment="gpt-lab-acct111-use1"]')).to_be_visible()
+            assert await page.evaluate("document.documentElement.scrollWidth") <= 392  # tables scroll inside
+            await page.screenshot(path=str(artifacts / "deployments-phone.png"), full_page=True)
 
             assert errors == [], errors
 

@@ -73,6 +73,8 @@ async def test_login_session_csrf_and_no_token_in_logs(gatewatch_server: Any, tm
             assert r.status == 403
         async with s.post(base + "/api/v2/silences", json=SILENCE, headers={"X-CSRF-Token": csrf}) as r:
             assert r.status == 200
+        async with s.post(base + "/v1/litellm/events", data=b"[]", headers={"X-CSRF-Token": csrf}) as r:
+            assert r.status == 401  # the session is for the console and the APIs, never for ingest
         async with s.post(base + "/console/logout") as r:
             assert r.status == 200
         async with s.get(base + "/api/v2/alerts") as r:
