@@ -167,7 +167,7 @@ def test_batches_give_exactly_the_per_event_windows(seed, max_series):
         assert window_state(got, now) == expected, rule.rule.id
         observations += int(sum(expected["count"]))
         dropped += expected["dropped"]
-    assert len(reference) == 24 and observations > 1000
+    assert len(reference) == 27 and observations > 1000
     assert (dropped > 0) == (max_series < 10)
 
 

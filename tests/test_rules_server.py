@@ -244,7 +244,7 @@ async def test_api_shapes_and_auth(gatewatch_server, lab_environ):
     status, body = await get(url, "/api/v1/rules", "s3cret-token")
     assert status == 200 and body["status"] == "success"
     groups = {g["name"]: g for g in body["data"]["groups"]}
-    assert set(groups) == {"budget", "deployments", "latency", "quota"}
+    assert set(groups) == {"bedrock-quota", "budget", "deployments", "latency", "quota"}
     slow = next(r for r in groups["latency"]["rules"] if r["name"] == "DeploymentSlowP95")
     assert slow["aggregate"] == "p95" and slow["over"] == 300 and slow["for"] == 300 and slow["state"] == "inactive"
     assert slow["file"].endswith("rules/latency.yml") and slow["line"] > 0 and slow["health"] in ("unknown", "ok")
@@ -254,7 +254,7 @@ async def test_api_shapes_and_auth(gatewatch_server, lab_environ):
         async with session.post(f"{url}/-/reload") as r:
             assert r.status == 401
         async with session.post(f"{url}/-/reload", headers={"Authorization": "Bearer s3cret-token"}) as r:
-            assert r.status == 200 and (await r.json())["data"]["kept"] == 24
+            assert r.status == 200 and (await r.json())["data"]["kept"] == 27
     status, body = await get(url, "/api/v1/alerts", "s3cret-token")
     assert status == 200 and body == {"status": "success", "data": {"alerts": []}}
 
@@ -313,7 +313,7 @@ async def test_self_metrics_on_the_metrics_endpoint(sidecar):
                  state="firing") == 1
     assert total(text, "gatewatch_rule_evaluations_total", group="deployments") == 1
     assert total(text, "gatewatch_rule_evaluation_duration_seconds_count", group="latency") == 1
-    assert total(text, "gatewatch_rules_loaded") == 24
+    assert total(text, "gatewatch_rules_loaded") == 27
 
 
 @pytest.mark.slow
@@ -387,7 +387,7 @@ def test_check_config_validates_the_rules(tmp_path, capsys):
     config.write_text(yaml.safe_dump({"rules": [str(rules), "default"], "attribution": {"ecs_metadata": False},
                                       "state_dir": str(tmp_path / "s")}))
     assert main(["check-config", str(config)]) == 0
-    assert "rules: 25 rules in 5 groups from 5 files" in capsys.readouterr().out
+    assert "rules: 28 rules in 6 groups from 6 files" in capsys.readouterr().out
     rules.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        signal: errorz\n        above: 1\n")
     assert main(["check-config", str(config)]) == 1
     assert f"{rules}:5: groups[0].rules[0].signal: unknown signal 'errorz'" in capsys.readouterr().err
