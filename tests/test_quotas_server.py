@@ -30,6 +30,8 @@ from tests.conftest import FIXTURES, ROOT, capture_items, free_port
 from tests.promtext import samples
 from tests.servicequotas_support import FakeServiceQuotas
 
+pytestmark = pytest.mark.integration
+
 HAIKU = "Anthropic Claude 3 Haiku"
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 TPM = 10000.0

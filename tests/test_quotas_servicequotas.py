@@ -11,6 +11,8 @@ from agent.quotas.credentials import CredentialSource, SessionCache, credential_
 from agent.quotas.servicequotas import list_bedrock_quotas
 from tests.servicequotas_support import FakeServiceQuotas
 
+pytestmark = pytest.mark.integration
+
 HAIKU = "Anthropic Claude 3 Haiku"
 ROWS = [(f"On-demand InvokeModel tokens per minute for {HAIKU}", "L-AAAA0001", 200000.0),
         (f"On-demand InvokeModel requests per minute for {HAIKU}", "L-AAAA0002", 1000.0),
