@@ -42,7 +42,8 @@ def with_unit(value: float | None, unit: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "no data"
     if not math.isfinite(value):  # ±inf: no unit arithmetic (round/int) can take it
-        return fmt_number(value) + (f" {unit}" if unit and unit not in ("ratio", "seconds", "USD", "up", "state") else "")
+        counted = unit and unit not in ("ratio", "seconds", "USD", "up", "state")
+        return fmt_number(value) + (f" {unit}" if counted else "")
     if unit == "ratio":
         percent = value * 100
         return f"{percent:.0f}%" if abs(percent) >= 10 or percent == 0 else f"{percent:.2g}%"
