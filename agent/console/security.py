@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class ConsoleAuth:
                 if unsafe and request.path not in (LOGIN, LOGOUT) and not hmac.compare_digest(
                         request.headers.get(CSRF_HEADER, "").encode(), self.csrf_token(nonce).encode()):
                     return web.json_response({"error": "missing or wrong CSRF token"}, status=403)
-                headers = CIMultiDict(request.headers)
+                headers = request.headers.copy()  # a mutable CIMultiDict (aiohttp's own type)
                 headers["Authorization"] = f"Bearer {token}"
                 request = request.clone(headers=headers)
         return await handler(request)
