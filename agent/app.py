@@ -31,8 +31,8 @@ from agent.config import Config, ConfigError, read_text
 from agent.enrich import Catalog, Enricher, Fallback, catalog_from_config_text, ecs_task_metadata, parse_task_arn
 from agent.exposition import generate_latest  # prometheus_client's format, faster at 20k series
 from agent.labelcap import LabelCap
-from agent.logsetup import register_config_secrets
 from agent.pipeline import Pipeline, RequestTracker, Sink
+from agent.redact import register_config_secrets
 from agent.selfmetrics import SelfMetrics
 from agent.sinks.prometheus import PrometheusSink
 from agent.sources.bodies import BodyReader

@@ -327,7 +327,7 @@ class Refresher:
 
     async def _reload(self, new: Config, source: str) -> bool:
         """Run the reload hooks; a hook's ConfigError puts the old config back."""
-        from agent.logsetup import register_config_secrets
+        from agent.redact import register_config_secrets
 
         register_config_secrets(new)
         old = self.app.config

@@ -16,7 +16,7 @@ import yaml
 
 from agent.config import ConfigError, parse_config
 from agent.logformat import JsonFormatter
-from agent.logsetup import register_secret
+from agent.redact import register_secret
 from tests.conftest import ROOT, free_port
 
 

@@ -275,7 +275,7 @@ def _endpoint(cfg: OtelConfig, env: Mapping[str, str], signal: str, explicit: st
 
 
 def _headers(cfg: OtelConfig, env: Mapping[str, str], signal: str) -> dict[str, Secret]:
-    from agent.logsetup import register_secret
+    from agent.redact import register_secret
 
     headers: dict[str, Secret] = {}
     for name in ("OTEL_EXPORTER_OTLP_HEADERS", f"OTEL_EXPORTER_OTLP_{signal.upper()}_HEADERS"):
