@@ -19,9 +19,9 @@ from agent.configtypes import ByteSize, ConfigError, Duration, Secret, build, in
 from agent.console.config import ConsoleConfig
 from agent.otel.config import OtelConfig
 from agent.quotas.config import QuotasConfig
-from agent.refresh import RefreshConfig
+from agent.refresh.config import RefreshConfig
 from agent.rules.settings import RuleEngineConfig
-from agent.sinks.cloudwatch import CloudWatchConfig
+from agent.sinks.config import CloudWatchConfig
 from agent.sources.tail.settings import TailConfig
 from agent.state.config import StateConfig
 

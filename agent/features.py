@@ -19,10 +19,10 @@ def install(app: GatewatchApp) -> None:
 
 
 def _installers() -> list:
-    from agent import refresh
     from agent.alerts import service as notify_service
     from agent.console import feature as console
     from agent.quotas import feature as quotas
+    from agent.refresh import refresher as refresh
     from agent.rules import engine as rule_engine
     from agent.sinks import cloudwatch, otel
     from agent.sources import watch

@@ -15,10 +15,10 @@ import yaml
 
 from agent.cli import main
 from agent.enrich import catalog_from_config_text
-from agent.sinks.cloudwatch_agg import DEFAULT_DIMENSION_SETS
 from agent.sinks.cloudwatch_alarms import alarms_for_rules, alarms_to_cloudformation, plan_alarms
 from agent.sinks.cloudwatch_cli import load_rule_groups
 from agent.sinks.cloudwatch_dashboard import dashboard_body
+from agent.sinks.config import DEFAULT_DIMENSION_SETS
 from tests.conftest import FIXTURES, ROOT, free_port
 
 RULES = yaml.safe_load("""

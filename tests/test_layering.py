@@ -62,6 +62,7 @@ LAYERS: list[tuple[str, int, str]] = [
     ("agent.console", APP, ""),
     ("agent.console.**", APP, ""),
     ("agent.refresh", APP, ""),
+    ("agent.refresh.**", APP, ""),
     # components
     ("agent.sources", COMPONENT, "sources"),
     ("agent.sources.**", COMPONENT, "sources"),
@@ -240,20 +241,16 @@ def test_every_module_has_a_layer() -> None:
 # What is still being untangled (issue 17): each entry must go, none may be added. An entry
 # that no longer occurs fails the test too, so the lists only shrink.
 KNOWN_CIRCLES: list[list[str]] = [
-    ["agent.config", "agent.refresh"],
     ["agent.app", "agent.features", "agent.rules.api", "agent.rules.engine"],
 ]
 KNOWN_WRONG: list[str] = [
     "agent.alerts.config (core) imports agent.alerts.matchers (component)",
     "agent.alerts.config (core) imports agent.alerts.timeintervals (component)",
-    "agent.config (core) imports agent.refresh (app)",
-    "agent.config (core) imports agent.sinks.cloudwatch (component)",
     "agent.rules.api (component) imports agent.app (app)",
     "agent.rules.api (rules) imports agent.alerts.model (alerts)",
     "agent.rules.engine (rules) imports agent.alerts.model (alerts)",
     "agent.rules.engine (rules) imports agent.sources.task (sources)",
     "agent.rules.state (rules) imports agent.alerts.model (alerts)",
-    "agent.sinks.cloudwatch_agg (sinks) imports agent.rules.signals (rules)",
     "agent.sinks.cloudwatch_alarms (sinks) imports agent.rules.model (rules)",
     "agent.state.shared_window (state) imports agent.rules.windows (rules)",
 ]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.configtypes import ConfigError, parse_duration
-from agent.sinks.cloudwatch_agg import DEFAULT_DIMENSION_SETS, DIMENSION_LABELS, MISSING
+from agent.sinks.config import DEFAULT_DIMENSION_SETS, DIMENSION_LABELS, MISSING
 
 LABEL_DIMENSIONS = {label: dim for dim, label in DIMENSION_LABELS.items()}
 DEPLOYMENT_DETERMINES = frozenset({"ModelGroup", "AwsAccount", "AwsRegion", "Provider"})

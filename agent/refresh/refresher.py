@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from agent.configtypes import ConfigError, Duration
+from agent.configtypes import ConfigError
 
 if TYPE_CHECKING:
     from agent.app import GatewatchApp
@@ -49,13 +49,6 @@ SOURCES = (SOURCE_CONFIG, SOURCE_RULES, SOURCE_CATALOG)
 RULE_SUFFIXES = (".yml", ".yaml")
 
 T = TypeVar("T")
-
-
-@dataclass
-class RefreshConfig:
-    """`refresh:` section. The LiteLLM config's own interval is `litellm.config_refresh`."""
-
-    interval: Duration = Duration(60)  # gatewatch config file and rule files; 0 = only on SIGHUP
 
 
 @dataclass(frozen=True)
