@@ -25,8 +25,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from agent import __version__
+from agent.alert import AlertReceiver
 from agent.alerts.logreceiver import LogReceiver
-from agent.alerts.model import AlertReceiver
 from agent.config import Config, ConfigError, read_text
 from agent.enrich import Catalog, Enricher, Fallback, catalog_from_config_text, ecs_task_metadata, parse_task_arn
 from agent.exposition import generate_latest  # prometheus_client's format, faster at 20k series

@@ -139,7 +139,7 @@ async def test_task_local_alerts_name_the_task_and_link_dashboard_and_runbook():
 
 
 def test_global_alerts_name_no_task():
-    from agent.alerts.model import Alert
+    from agent.alert import Alert
     from agent.rules.state import ActiveAlert, to_alert
 
     a = ActiveAlert(key=("x",), labels={"alertname": "A"}, state="firing", active_at=T0, value=1.0, last_true=T0)

@@ -247,10 +247,6 @@ KNOWN_WRONG: list[str] = [
     "agent.alerts.config (core) imports agent.alerts.matchers (component)",
     "agent.alerts.config (core) imports agent.alerts.timeintervals (component)",
     "agent.rules.api (component) imports agent.app (app)",
-    "agent.rules.api (rules) imports agent.alerts.model (alerts)",
-    "agent.rules.engine (rules) imports agent.alerts.model (alerts)",
-    "agent.rules.engine (rules) imports agent.sources.task (sources)",
-    "agent.rules.state (rules) imports agent.alerts.model (alerts)",
     "agent.sinks.cloudwatch_alarms (sinks) imports agent.rules.model (rules)",
     "agent.state.shared_window (state) imports agent.rules.windows (rules)",
 ]

@@ -121,7 +121,7 @@ async def test_the_task_is_the_ecs_task_arn_from_the_metadata_endpoint(monkeypat
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    from agent.sources.task import task_identity
+    from agent.enrich import task_identity
     from tests.conftest import free_port
 
     arn = "arn:aws:ecs:eu-west-1:222222222222:task/prod/9f1c"

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from agent.alerts.model import Alert, fingerprint
+from agent.alert import Alert, fingerprint
 from agent.events import Event, Kind
 from agent.rules.engine import RuleEngine
 from agent.rules.settings import RuleEngineConfig

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import yaml
 
-from agent.alerts.model import Alert
+from agent.alert import Alert
 from agent.parse.litellm import decode_body
 from agent.replay import ReplayStats, events_from_file
 from tests.conftest import FIXTURES, ROOT, free_port, load_capture

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from agent.alert import Alert
 from agent.alerts.config import InhibitRuleConfig, NotifyConfig, ReceiverConfig, RouteConfig
 from agent.alerts.matchers import Matcher, matches_all, parse_matcher
-from agent.alerts.model import Alert
 from agent.alerts.notification import AlertItem, Notification, common, content_key, notification_id
 from agent.alerts.timeintervals import TimeIntervals
 

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from agent.alert import Alert
 from agent.alerts.config import NotifyConfig
 from agent.alerts.delivery import Delivery
 from agent.alerts.metrics import NotifyMetrics
-from agent.alerts.model import Alert
 from agent.alerts.notification import AlertItem, Notification
 from agent.alerts.notify import Notifier, SendResult
 from agent.alerts.outbox import Outbox, OutboxFull, Row

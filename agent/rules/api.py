@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from agent.alerts.model import fingerprint
+from agent.alert import fingerprint
 from agent.configtypes import ConfigError
 from agent.parse import safejson
 from agent.rules.budget import BudgetRule

@@ -27,9 +27,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.alerts.model import Alert, AlertReceiver
+from agent.alert import Alert, AlertReceiver
 from agent.configtypes import ConfigError
-from agent.enrich import Catalog
+from agent.enrich import Catalog, task_identity
 from agent.events import Event
 from agent.rules.batch import Batch
 from agent.rules.budget import BudgetRule
@@ -38,7 +38,6 @@ from agent.rules.loader import load_rule_set
 from agent.rules.model import Group, Rule, RuleSet, RuleSetError
 from agent.rules.settings import RuleEngineConfig
 from agent.rules.state import ActiveAlert, to_alert
-from agent.sources.task import task_identity
 from agent.state.base import StateBackend
 
 if TYPE_CHECKING:
