@@ -33,9 +33,11 @@ LAYERS: list[tuple[str, int, str]] = [
     ("agent.alert", CORE, ""),
     ("agent.config", CORE, ""),
     ("agent.configtypes", CORE, ""),
+    ("agent.matchers", CORE, ""),
     ("agent.*.config", CORE, ""),
     ("agent.*.settings", CORE, ""),
     ("agent.sources.tail.settings", CORE, ""),
+    ("agent.alerts.timeintervals", CORE, ""),  # a config type of the alerts section
     ("agent.state.base", CORE, ""),
     ("agent.selfmetrics", CORE, ""),
     ("agent.exposition", CORE, ""),
@@ -244,8 +246,6 @@ KNOWN_CIRCLES: list[list[str]] = [
     ["agent.app", "agent.features", "agent.rules.api", "agent.rules.engine"],
 ]
 KNOWN_WRONG: list[str] = [
-    "agent.alerts.config (core) imports agent.alerts.matchers (component)",
-    "agent.alerts.config (core) imports agent.alerts.timeintervals (component)",
     "agent.rules.api (component) imports agent.app (app)",
     "agent.sinks.cloudwatch_alarms (sinks) imports agent.rules.model (rules)",
     "agent.state.shared_window (state) imports agent.rules.windows (rules)",

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 from agent.alert import Alert
 from agent.alerts.config import InhibitRuleConfig, NotifyConfig, ReceiverConfig, RouteConfig
-from agent.alerts.matchers import Matcher, matches_all, parse_matcher
 from agent.alerts.notification import AlertItem, Notification, common, content_key, notification_id
 from agent.alerts.timeintervals import TimeIntervals
+from agent.matchers import Matcher, matches_all, parse_matcher
 
 DEFAULT_GROUP_WAIT = 30.0
 DEFAULT_GROUP_INTERVAL = 300.0
