@@ -23,7 +23,7 @@ def _installers() -> list:
     from agent.console import feature as console
     from agent.quotas import feature as quotas
     from agent.refresh import refresher as refresh
-    from agent.rules import engine as rule_engine
+    from agent.rules import feature as rule_engine
     from agent.sinks import cloudwatch, otel
     from agent.sources import watch
     from agent.state import feature as shared_state

@@ -41,7 +41,6 @@ from agent.rules.state import ActiveAlert, to_alert
 from agent.state.base import StateBackend
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
     from agent.config import Config
 
 log = logging.getLogger(__name__)
@@ -566,31 +565,3 @@ class _EngineCollector(Collector):
         yield ok
 
 
-def install(app: GatewatchApp) -> None:
-    """Feature hook (agent/features.py): wire the engine into the app when enabled."""
-    settings: RuleEngineConfig = getattr(app.config, "rule_engine", None) or RuleEngineConfig()
-    if not settings.enabled:
-        return
-    engine = RuleEngine(settings, app.config.rules, app.state, app.catalog, app.registry,
-                        receiver=lambda: app.alert_receiver)
-    app.add_sink(engine.sink)
-    app.add_component(engine)
-    app.reload_hooks.append(engine.reload_config)
-    app.readiness_checks["rules"] = engine.ready
-    from agent.rules.api import add_routes
-
-    app.route_setups.append(lambda web_app: add_routes(web_app, engine))
-    if not hasattr(app, "config_checks"):
-        app.config_checks = []  # type: ignore[attr-defined]
-    app.config_checks.append(lambda: _check_lines(engine))  # type: ignore[attr-defined]
-    app.rule_engine = engine  # type: ignore[attr-defined]
-
-
-def _check_lines(engine: RuleEngine) -> list[str]:
-    try:
-        rule_set = engine.load()
-    except RuleSetError as exc:
-        raise ConfigError("rules", f"invalid rule files:\n{exc}") from None
-    lines = [f"rules: {len(rule_set)} rules in {len(rule_set.groups)} groups from {len(rule_set.files)} files"]
-    lines.extend(f"  {f}" for f in rule_set.files)
-    return lines
