@@ -20,7 +20,7 @@ silently. How a rule maps:
   have no CloudWatch equivalent and are noted in the alarm description.
 
 Rules are accepted as the rule model's objects (`agent.rules.model.Rule` in `Group`s) or as
-plain dicts (`groups[].rules[]` of a rule file, e.g. `agent.rules.export.raw_groups`).
+plain dicts (`groups[].rules[]` of a rule file, e.g. `agent.rules.exports.prometheus.raw_groups`).
 """
 
 from __future__ import annotations
