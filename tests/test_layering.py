@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, int, str]] = [
     ("agent.sources.tail.settings", CORE, ""),
     ("agent.alerts.timeintervals", CORE, ""),  # a config type of the alerts section
     ("agent.state.base", CORE, ""),
+    # the rule window interface and its in-memory rows, which the shared (Redis) one reuses
+    ("agent.state.windows", CORE, ""),
     ("agent.selfmetrics", CORE, ""),
     ("agent.exposition", CORE, ""),
     ("agent.sqlitedb", CORE, ""),
@@ -243,9 +245,7 @@ def test_every_module_has_a_layer() -> None:
 # What is still being untangled (issue 17): each entry must go, none may be added. An entry
 # that no longer occurs fails the test too, so the lists only shrink.
 KNOWN_CIRCLES: list[list[str]] = []
-KNOWN_WRONG: list[str] = [
-    "agent.state.shared_window (state) imports agent.rules.windows (rules)",
-]
+KNOWN_WRONG: list[str] = []
 
 
 def test_no_import_circle() -> None:

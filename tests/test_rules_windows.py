@@ -13,7 +13,7 @@ from agent.enrich import Catalog, Deployment
 from agent.events import Event, Kind
 from agent.rules.evaluate import CompiledRule
 from agent.rules.model import build_rule_set
-from agent.rules.windows import LocalWindow
+from agent.state.windows import LocalWindow
 
 
 def compile_rule(body: str) -> CompiledRule:

@@ -28,7 +28,7 @@ from agent.rules.freshness import DEFAULT_MAX_AGE, Freshness
 from agent.rules.model import Rule
 from agent.rules.signals import SIGNALS
 from agent.rules.state import ActiveAlert, AlertStates, Transitions
-from agent.rules.windows import Key, LocalWindow, Window, WindowView
+from agent.state.windows import Key, LocalWindow, Window, WindowView
 
 log = logging.getLogger(__name__)
 
