@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -41,7 +41,20 @@ from agent.sqlitedb import StorageCollector
 from agent.state.base import StateBackend
 from agent.state.factory import create_state
 
+if TYPE_CHECKING:
+    from agent.alerts.alertstore import AlertStore
+    from agent.alerts.service import NotifyService
+    from agent.quotas.service import QuotaService
+    from agent.refresh.refresher import Refresher
+    from agent.rules.engine import RuleEngine
+    from agent.sinks.cloudwatch import CloudWatchSink
+    from agent.sources.health import HealthPoller
+    from agent.sources.tail.source import TailSource
+
 log = logging.getLogger(__name__)
+
+# one line group of `gatewatch check-config` output, from the feature that owns it
+ConfigCheck = Callable[[], list[str]]
 
 
 class Component(Protocol):
@@ -104,6 +117,19 @@ class GatewatchApp:
         # features' middlewares, run before the bearer check (the console's session cookie, CSRF)
         self.middlewares: list[Any] = []
         self.root_handler: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None  # the console
+        # what `gatewatch check-config` prints beyond the catalog: one check per feature
+        self.config_checks: list[ConfigCheck] = []
+        # the slots a feature may fill (agent/features.py); None while that feature is off
+        self.refresher: Refresher | None = None
+        self.cloudwatch: CloudWatchSink | None = None
+        self.notify: NotifyService | None = None
+        self.alert_store: AlertStore | None = None
+        self.rule_engine: RuleEngine | None = None
+        self.log_tail: TailSource | None = None
+        self.health_poller: HealthPoller | None = None
+        self.quotas: QuotaService | None = None
+        # set by serve(): what SIGHUP runs (the refresher when on, else a plain config reload)
+        self.reload_requested: Callable[[], Awaitable[None]] | None = None
         self.accepting = False
         self.ready = False
         self.started_at = time.time()
@@ -126,6 +152,9 @@ class GatewatchApp:
 
     def add_component(self, component: Component) -> None:
         self.components.append(component)
+
+    def add_config_check(self, check: ConfigCheck) -> None:
+        self.config_checks.append(check)
 
     # -- catalog --------------------------------------------------------------------
     async def load_catalog(self) -> None:
@@ -268,11 +297,15 @@ class GatewatchApp:
                  len(self.components))
 
     async def _tick_loop(self) -> None:
+        counted = 0  # of tracker.recovered, which only grows: the counter follows it by its increase
         while True:
             await asyncio.sleep(1.0)
             try:
                 self.pipeline.tick()
-                self.metrics.recovered_requests._value.set(self.tracker.recovered)  # mirror, not inc
+                recovered = self.tracker.recovered
+                if recovered > counted:
+                    self.metrics.recovered_requests.inc(recovered - counted)
+                    counted = recovered
             except Exception:
                 log.exception("pipeline tick failed")
 
@@ -331,9 +364,8 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     await runner.setup()
     site = web.TCPSite(runner, host or config.server.host, config.server.port if port is None else port)
     await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None)  # an asyncio.Server; typed as AbstractServer
-    bound = sockets[0].getsockname()[1] if sockets else port
+    addresses = runner.addresses  # (host, port, ...) of each listening socket
+    bound = addresses[0][1] if addresses else port
     log.info("listening on %s:%s", host or config.server.host, bound)
     if started is not None:
         started(int(bound or 0))
@@ -358,7 +390,7 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
         loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError, AttributeError):
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(do_reload()))
-    gw.reload_requested = do_reload  # type: ignore[attr-defined]
+    gw.reload_requested = do_reload
     await stop.wait()
     log.info("shutting down (grace %.0fs)", config.server.shutdown_grace)
     gw.accepting = False  # new requests on open keep-alive connections get 503

@@ -72,7 +72,7 @@ async def _deep_check(config: Config) -> list[str]:
     for dep in app.catalog:
         lines.append(f"  {dep.id}: account={dep.aws_account or '-'} region={dep.aws_region or '-'}"
                      f" ({dep.attribution or 'not attributed'})")
-    for check in getattr(app, "config_checks", []):
+    for check in app.config_checks:
         lines.extend(check())
     return lines
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -369,12 +369,8 @@ def install(app: GatewatchApp) -> None:
                                                        receive=lambda alerts: app.alert_receiver.receive(alerts)))
     app.reload_hooks.append(service.reload)
     app.readiness_checks["notify"] = service.readiness
-    app.notify = service  # type: ignore[attr-defined]
-    checks: list[Any] | None = getattr(app, "config_checks", None)
-    if checks is None:
-        checks = []
-        app.config_checks = checks  # type: ignore[attr-defined]
-    checks.append(lambda: describe_receivers(service))
+    app.notify = service
+    app.add_config_check(lambda: describe_receivers(service))
 
 
 def describe_receivers(service: NotifyService) -> list[str]:

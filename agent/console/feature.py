@@ -67,7 +67,7 @@ def config_text(app: GatewatchApp) -> str:
 
 
 def install(app: GatewatchApp) -> None:
-    service = getattr(app, "notify", None)
+    service = app.notify
 
     def resolve_timeout() -> float:
         cfg = getattr(app.config, "notify", None)
@@ -95,14 +95,14 @@ def install(app: GatewatchApp) -> None:
                        ttl=lambda: float(app.config.console.session_ttl),
                        allow_unauthenticated_writes=lambda: bool(app.config.server.allow_unauthenticated_writes))
     app.middlewares.append(auth.middleware)
-    app.alert_store = store  # type: ignore[attr-defined]
+    app.alert_store = store
     if not app.config.console.enabled:
         return
     from agent.console.routes import ConsoleRoutes
 
     stats = DeploymentStats(app.catalog)
     app.add_sink(stats)
-    routes = ConsoleRoutes(api, stats, auth, engine=lambda: getattr(app, "rule_engine", None),
+    routes = ConsoleRoutes(api, stats, auth, engine=lambda: app.rule_engine,
                            notify=lambda: service, index_json=app.handle_index)
     app.route_setups.append(routes.add_to)
     app.root_handler = routes.index

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import unquote, urlparse
 
 from agent.configtypes import ByteSize, ConfigError, Duration, Secret
@@ -28,7 +28,7 @@ SamplerName = Literal[
     "parentbased_always_off",
     "parentbased_traceidratio",
 ]
-SAMPLERS: tuple[str, ...] = SamplerName.__args__  # type: ignore[attr-defined]
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 DEFAULT_SERVICE_NAME = "litellm-proxy"
 
 

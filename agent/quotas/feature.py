@@ -36,16 +36,14 @@ def install(app: GatewatchApp) -> None:
     app.add_sink(recorder)
     service = QuotaService(config, app.catalog, lambda: litellm_config_text(app.config),
                            app.pipeline.publish_attributed, recorder)
-    sink = getattr(app, "cloudwatch", None)  # installed before this feature (agent/features.py)
+    sink = app.cloudwatch  # installed before this feature (agent/features.py)
     if sink is not None:
         service.cloudwatch = sink.add_gauges
         service.cloudwatch_interval = float(app.config.cloudwatch.interval)
     app.add_component(service)
     app.registry.register(QuotaCollector(service))
-    if not hasattr(app, "config_checks"):
-        app.config_checks = []  # type: ignore[attr-defined]
-    app.config_checks.append(lambda: [  # type: ignore[attr-defined]
+    app.add_config_check(lambda: [
         f"quotas: on, Service Quotas every {config.refresh_interval:g}s, AWS/Bedrock metrics every "
         f"{config.account_usage_interval:g}s, {len(config.roles)} configured roles, "
         f"{len(config.models)} model overrides (`gatewatch quotas show` lists the matches)"])
-    app.quotas = service  # type: ignore[attr-defined]
+    app.quotas = service

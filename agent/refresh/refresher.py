@@ -336,7 +336,7 @@ class Refresher:
             self.metrics.refused(source)
             log.exception("%s reload failed, keeping the running version", source)
             return False
-        engine = getattr(self.app, "rule_engine", None)  # agent/rules: logs a refusal instead of raising
+        engine = self.app.rule_engine  # agent/rules: logs a refusal instead of raising
         status = getattr(engine, "last_reload", None)
         if status is not None and status.ok is False:
             self.metrics.refused(SOURCE_RULES)
@@ -429,4 +429,4 @@ def install(app: GatewatchApp) -> None:
     refresher = Refresher(app)
     app.add_component(refresher)
     app.reload_handler = refresher.reload_now
-    app.refresher = refresher  # type: ignore[attr-defined]
+    app.refresher = refresher

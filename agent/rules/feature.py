@@ -33,10 +33,8 @@ def install(app: GatewatchApp) -> None:
     app.reload_hooks.append(engine.reload_config)
     app.readiness_checks["rules"] = engine.ready
     app.route_setups.append(lambda web_app: add_routes(web_app, engine, lambda: reload_all(app)))
-    if not hasattr(app, "config_checks"):
-        app.config_checks = []  # type: ignore[attr-defined]
-    app.config_checks.append(lambda: _check_lines(engine))  # type: ignore[attr-defined]
-    app.rule_engine = engine  # type: ignore[attr-defined]
+    app.add_config_check(lambda: _check_lines(engine))
+    app.rule_engine = engine
 
 
 

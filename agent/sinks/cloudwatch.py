@@ -330,11 +330,8 @@ def install(app: GatewatchApp) -> None:
     app.add_sink(sink)
     app.readiness_checks["cloudwatch"] = sink.readiness
     app.reload_hooks.append(sink.reload)
-    checks = getattr(app, "config_checks", None)
-    if checks is None:
-        checks = app.config_checks = []  # type: ignore[attr-defined]  # read by `gatewatch check-config`
-    checks.append(lambda: [describe(config)])
-    app.cloudwatch = sink  # type: ignore[attr-defined]  # for tests and `check-config`
+    app.add_config_check(lambda: [describe(config)])
+    app.cloudwatch = sink
 
 
 def gauge_batches(rows: list[tuple[dict[str, str], dict[str, float]]], timestamp: float, namespace: str, mode: str,

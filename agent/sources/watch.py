@@ -44,10 +44,7 @@ def install(app: GatewatchApp) -> None:
     if cfg.base_url:
         _install_poller(app)
     if cfg.logs or cfg.base_url:
-        checks = getattr(app, "config_checks", None)
-        if checks is None:
-            checks = app.config_checks = []  # type: ignore[attr-defined]  # read by `gatewatch check-config`
-        checks.append(lambda: check_lines(app.config))
+        app.add_config_check(lambda: check_lines(app.config))
 
 
 def check_lines(config: Config) -> list[str]:
@@ -76,7 +73,7 @@ def _install_tail(app: GatewatchApp) -> None:
                         on_received=received.inc, lookup=app.catalog.get)
     app.add_component(source)
     app.readiness_checks["logtail"] = source.healthy
-    app.log_tail = source  # type: ignore[attr-defined]
+    app.log_tail = source
 
     async def reload(new: Config) -> None:
         patterns = [p for p in new.litellm.logs if p != "-"]
@@ -104,7 +101,7 @@ def _install_poller(app: GatewatchApp) -> None:
     poller = HealthPoller(poll_settings(app.config.litellm), publish, app.registry, catalog=app.catalog,
                           enricher=app.enricher, on_catalog=on_catalog)
     app.add_component(poller)
-    app.health_poller = poller  # type: ignore[attr-defined]
+    app.health_poller = poller
 
     async def reload(new: Config) -> None:
         if new.litellm.base_url:

@@ -34,14 +34,11 @@ def install(app: GatewatchApp) -> None:
     state = app.state
     if not isinstance(state, RedisState):
         return
-    checks = getattr(app, "config_checks", None)
-    if checks is None:
-        checks = app.config_checks = []  # type: ignore[attr-defined]
     cluster = {True: "cluster", False: "single node", "auto": "cluster: auto"}[state.config.cluster]
     auth = f", IAM auth as {state.config.iam_auth.user}" if state.config.iam_auth else ""
-    checks.append(lambda: [f"state: redis {state.display} ({cluster}{auth}), key prefix {state.prefix!r}, flush "
+    app.add_config_check(lambda: [f"state: redis {state.display} ({cluster}{auth}), key prefix {state.prefix!r}, flush "
                            f"every {state.config.flush_interval:g}s, claim lease {state.config.claim_ttl:g}s"])
-    engine = getattr(app, "rule_engine", None)
+    engine = app.rule_engine
     if engine is None:
         return
     engine.shared_windows = shared_window_factory(state)
