@@ -12,7 +12,10 @@ The layers, lowest first (the first pattern that matches a module decides its la
 - parse: normalizing and enriching (`agent.parse`, `agent.enrich`, `agent.pipeline`);
 - components: sources, sinks (with `agent.otel`), rules, alerts, state backends, quotas;
   each one a component that never imports another;
-- app: the app, the feature list, each feature's `install`, the console and the CLIs.
+- features: the feature list and each feature's `install` (which fills the app's slots;
+  the app's type only under TYPE_CHECKING), the console, hot reload;
+- app: `GatewatchApp`, which installs the features;
+- cli: the command line, which builds the app.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "agent"
 
-CORE, PARSE, COMPONENT, APP = 0, 1, 2, 3
+CORE, PARSE, COMPONENT, FEATURE, APP, CLI = range(6)
 
 # (pattern, layer, component): the first match wins, so leaves inside a component's folder
 # (its config section, its storage interface) are listed before the folder.
@@ -55,18 +58,19 @@ LAYERS: list[tuple[str, int, str]] = [
     ("agent.labelcap", PARSE, ""),
     ("agent.pipeline", PARSE, ""),
     ("agent.replay", PARSE, ""),
-    # the app layer: wiring, features" install hooks, the console, every CLI
+    # the top, in three steps: features (install hooks, the console, hot reload) <- the app
+    # (which installs them) <- the command line (which builds the app)
+    ("agent.features", FEATURE, ""),
+    ("agent.*.feature", FEATURE, ""),
+    ("agent.console", FEATURE, ""),
+    ("agent.console.**", FEATURE, ""),
+    ("agent.refresh", FEATURE, ""),
+    ("agent.refresh.**", FEATURE, ""),
     ("agent.app", APP, ""),
-    ("agent.features", APP, ""),
-    ("agent.cli", APP, ""),
-    ("agent.*.cli", APP, ""),
-    ("agent.*_cli", APP, ""),
-    ("agent.*.*_cli", APP, ""),
-        ("agent.*.feature", APP, ""),
-    ("agent.console", APP, ""),
-    ("agent.console.**", APP, ""),
-    ("agent.refresh", APP, ""),
-    ("agent.refresh.**", APP, ""),
+    ("agent.cli", CLI, ""),
+    ("agent.*.cli", CLI, ""),
+    ("agent.*_cli", CLI, ""),
+    ("agent.*.*_cli", CLI, ""),
     # components
     ("agent.sources", COMPONENT, "sources"),
     ("agent.sources.**", COMPONENT, "sources"),
@@ -84,7 +88,7 @@ LAYERS: list[tuple[str, int, str]] = [
     ("agent.quotas.**", COMPONENT, "quotas"),
 ]
 
-NAMES = {CORE: "core", PARSE: "parse", COMPONENT: "component", APP: "app"}
+NAMES = {CORE: "core", PARSE: "parse", COMPONENT: "component", FEATURE: "feature", APP: "app", CLI: "cli"}
 
 
 def modules() -> dict[str, Path]:
