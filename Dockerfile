@@ -38,7 +38,7 @@ ENV PATH=/opt/gatewatch/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     GATEWATCH_STATE_DIR=/var/lib/gatewatch
-WORKDIR /app
+WORKDIR /var/lib/gatewatch
 # ECS copies the owner and mode of a VOLUME path into a bind mount at that path, so the
 # non-root user can write its state and /tmp even on Fargate with a read-only root.
 VOLUME ["/var/lib/gatewatch", "/tmp"]
