@@ -25,7 +25,7 @@ import time
 
 from agent.events import Event, Kind
 from agent.rules.engine import RuleEngine
-from agent.rules.model import build_rule_set
+from agent.rules.schema import build_rule_set
 from agent.rules.settings import RuleEngineConfig
 from agent.rules.testing import MemoryState
 from bench.results import record

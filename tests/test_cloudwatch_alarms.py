@@ -173,7 +173,7 @@ def test_fleet_percentile_with_an_empty_dimension_set():
 
 def test_the_rule_models_objects_and_raw_dicts_give_the_same_alarms(catalog):
     from agent.rules.exports.prometheus import raw_groups
-    from agent.rules.model import build_rule_set
+    from agent.rules.schema import build_rule_set
 
     rule_set = build_rule_set([("pack.yaml", yaml.safe_dump(RULES))])
     assert len(rule_set) == sum(len(g["rules"]) for g in RULES["groups"])  # the rule engine accepts them all

@@ -21,7 +21,7 @@ from agent.rules.budget import OVERFLOW, BudgetRule
 from agent.rules.engine import RuleEngine
 from agent.rules.evaluate import CompiledRule
 from agent.rules.loader import load_rule_set
-from agent.rules.model import build_rule_set
+from agent.rules.schema import build_rule_set
 from agent.rules.settings import RuleEngineConfig
 from agent.rules.signals import BATCH_EXTRACT
 from agent.rules.testing import MemoryState
