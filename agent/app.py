@@ -109,6 +109,9 @@ class GatewatchApp:
         self.registry.register(self.storage)
         self.alert_receiver: AlertReceiver = LogReceiver()  # replaced by the notify router when configured
         self.components: list[Component] = []
+        self.sources: list[Component] = []  # components that publish events: stopped before the flush
+        self._started: list[Component] = []  # what start() started, in order; stop() stops only that
+        self._stop_deadline: float | None = None  # time.monotonic() by which stop() must be done
         self.reload_hooks: list[ReloadHook] = []
         # set by the refresh feature: re-reads config, rules and catalog on SIGHUP and reports the outcome
         self.reload_handler: Callable[[], Awaitable[None]] | None = None
@@ -152,6 +155,11 @@ class GatewatchApp:
 
     def add_component(self, component: Component) -> None:
         self.components.append(component)
+
+    def add_source(self, source: Component) -> None:
+        """A component that publishes into the pipeline: stopped first, before the flush."""
+        self.sources.append(source)
+        self.components.append(source)
 
     def add_config_check(self, check: ConfigCheck) -> None:
         self.config_checks.append(check)
@@ -278,17 +286,20 @@ class GatewatchApp:
         await self.start()
 
     async def _on_shutdown(self, app: web.Application) -> None:
-        await self.stop()
+        await self.stop(self._stop_deadline)
 
     async def start(self) -> None:
         await self.state.start()
+        self._started.append(self.state)
         self.readiness_checks.setdefault("state", self.state.healthy)
         self.readiness_checks.setdefault("storage", self.storage.readiness)
         await self.load_catalog()
         for sink in self.pipeline.sinks:
             await sink.start()
+            self._started.append(sink)
         for component in self.components:
             await component.start()
+            self._started.append(component)
         self._ticker = asyncio.create_task(self._tick_loop(), name="gatewatch-ticker")
         self.accepting = True
         self.ready = True
@@ -309,7 +320,10 @@ class GatewatchApp:
             except Exception:
                 log.exception("pipeline tick failed")
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float | None = None) -> None:
+        """Stop what start() started, in reverse, sources first and then a pipeline flush;
+        by `deadline` (time.monotonic()) when given: a component still stopping then is
+        cut off, and the rest still get their turn."""
         if self._stopped:
             return
         self._stopped = True
@@ -321,23 +335,29 @@ class GatewatchApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         # sources first (they may still publish), then flush, then everyone else
-        sources = [c for c in self.components if getattr(c, "is_source", False)]
-        others = [c for c in self.components if not getattr(c, "is_source", False)]
-        for component in reversed(sources):
-            await self._stop_one(component)
+        started = list(reversed(self._started))
+        self._started.clear()
+        sources = [c for c in started if any(c is s for s in self.sources)]
+        for component in sources:
+            await self._stop_one(component, deadline)
         self.pipeline.flush()
-        for component in reversed(others):
-            await self._stop_one(component)
-        for sink in reversed(self.pipeline.sinks):
-            await self._stop_one(sink)
-        await self._stop_one(self.state)
+        for component in started:
+            if not any(component is s for s in sources):
+                await self._stop_one(component, deadline)
         log.info("gatewatch stopped")
 
-    async def _stop_one(self, component: Any) -> None:
+    async def _stop_one(self, component: Any, deadline: float | None) -> None:
+        name = getattr(component, "name", component)
         try:
-            await component.stop()
+            if deadline is None:
+                await component.stop()
+                return
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await component.stop()
+        except TimeoutError:
+            log.error("stopping %s did not finish within the shutdown grace; cut off", name)
         except Exception:
-            log.exception("stopping %s failed", getattr(component, "name", component))
+            log.exception("stopping %s failed", name)
 
     async def reload(self, new_config: Config) -> None:
         """Apply a new config (SIGHUP, POST /-/reload): each feature takes what it can."""
@@ -397,6 +417,8 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     await site.stop()  # no new connections
     if not await gw.drain(min(5.0, config.server.shutdown_grace / 3)):
         log.warning("%d request(s) still in progress after the drain; they are cut off", gw.inflight)
+    # the app's stop (run by runner.cleanup) shares the grace: each component gets what is left
+    gw._stop_deadline = time.monotonic() + config.server.shutdown_grace
     try:
         await asyncio.wait_for(runner.cleanup(), timeout=config.server.shutdown_grace)
     except TimeoutError:

@@ -40,7 +40,7 @@ def install(app: GatewatchApp) -> None:
     if sink is not None:
         service.cloudwatch = sink.add_gauges
         service.cloudwatch_interval = float(app.config.cloudwatch.interval)
-    app.add_component(service)
+    app.add_source(service)  # it publishes Kind.QUOTA events
     app.registry.register(QuotaCollector(service))
     app.add_config_check(lambda: [
         f"quotas: on, Service Quotas every {config.refresh_interval:g}s, AWS/Bedrock metrics every "

@@ -71,7 +71,6 @@ class QuotaService:
     """Owns the quota loops; installed by agent/quotas/feature.py, read by the CLI and the collector."""
 
     name = "quotas"
-    is_source = True  # it publishes events: stopped before the pipeline flush
 
     def __init__(self, config: QuotasConfig, catalog: Catalog, config_text: Callable[[], str | None],
                  publish: Callable[[Sequence[Event]], None], recorder: UsageRecorder,

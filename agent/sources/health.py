@@ -66,7 +66,6 @@ class Answer:
 
 class HealthPoller:
     name = "health-poller"
-    is_source = True
 
     def __init__(self, settings: PollSettings, publish: Callable[[list[Event]], None], registry: CollectorRegistry,
                  catalog: Catalog | None = None, enricher: Enricher | None = None,

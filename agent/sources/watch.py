@@ -71,7 +71,7 @@ def _install_tail(app: GatewatchApp) -> None:
     received = app.metrics.events_received.labels("log")
     source = TailSource(cfg.logs, cfg.tail, str(Path(app.config.state_dir)), app.pipeline.publish, app.registry,
                         on_received=received.inc, lookup=app.catalog.get)
-    app.add_component(source)
+    app.add_source(source)
     app.readiness_checks["logtail"] = source.healthy
     app.log_tail = source
 
@@ -100,7 +100,7 @@ def _install_poller(app: GatewatchApp) -> None:
 
     poller = HealthPoller(poll_settings(app.config.litellm), publish, app.registry, catalog=app.catalog,
                           enricher=app.enricher, on_catalog=on_catalog)
-    app.add_component(poller)
+    app.add_source(poller)
     app.health_poller = poller
 
     async def reload(new: Config) -> None:

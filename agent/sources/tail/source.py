@@ -36,7 +36,6 @@ STDIN = "-"
 
 class TailSource:
     name = "logtail"
-    is_source = True
 
     def __init__(self, patterns: Sequence[str], settings: TailConfig, state_dir: str,
                  publish: Callable[[list[Event]], None], registry: CollectorRegistry,
