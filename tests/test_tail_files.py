@@ -20,7 +20,7 @@ from agent.sources.tail.checkpoint import Checkpoints
 from agent.sources.tail.fingerprint import file_key, first_line_hash
 from agent.sources.tail.settings import TailConfig
 from agent.sources.tail.source import TailSource
-from agent.sources.tail.watcher import Batch, Tailer
+from agent.sources.tail.watcher import TailBatch, Tailer
 from tests.conftest import FIXTURES
 from tests.promtext import total
 from tests.tail_support import RecordingParser, async_wait_until, fixture_lines
@@ -45,7 +45,7 @@ class Stepper:
 
     def __init__(self, pattern: str, checkpoint=None, **kw) -> None:
         self.parser = RecordingParser()
-        self.batches: list[Batch] = []
+        self.batches: list[TailBatch] = []
         self.tailer = Tailer([pattern], settings(**kw), checkpoint, self.batches.append, self.parser)
 
     def step(self, times: int = 2) -> list[bytes]:
@@ -384,6 +384,9 @@ async def test_stdin_source(tmp_path):
     assert source.stdin.parser.unparsed == 1
 
 
+COOLED_DOWN = ("gpt-lab-acct111-use1", "gpt-lab-acct222-euw1", "gpt-lab-acct333-usw2")
+
+
 async def test_app_tails_the_proxy_log_into_metrics(tmp_path, gatewatch_server):
     import aiohttp
 
@@ -399,13 +402,15 @@ async def test_app_tails_the_proxy_log_into_metrics(tmp_path, gatewatch_server):
         for _ in range(200):
             async with session.get(base + "/metrics") as resp:
                 text = await resp.text()
-            if total(text, "gatewatch_tail_lines_read_total") >= len(capture):
+            # lines are counted when read, their events a moment later: wait for both
+            if total(text, "gatewatch_tail_lines_read_total") >= len(capture) and all(
+                    total(text, "litellm_deployment_cooled_down_total", model_id=m) >= 1 for m in COOLED_DOWN):
                 break
             await asyncio.sleep(0.05)
         async with session.get(base + "/readyz") as resp:
             ready = await resp.json()
     assert total(text, "gatewatch_tail_lines_read_total") == len(capture)
-    for model_id in ("gpt-lab-acct111-use1", "gpt-lab-acct222-euw1", "gpt-lab-acct333-usw2"):
+    for model_id in COOLED_DOWN:
         assert total(text, "litellm_deployment_cooled_down_total", model_id=model_id, exception_status="429") == 1
     # a refusal is counted from its callback, never from the log line alone (no double count)
     assert total(text, "gatewatch_no_deployments_available_total") == 0

@@ -28,7 +28,7 @@ from agent.quotas.credentials import SessionCache
 from agent.quotas.mapping import ListedQuota, MatchedQuota, ModelTable, match_quotas, quota_name_candidates
 from agent.quotas.plan import Plan, build_plan, litellm_params_by_id
 from agent.quotas.servicequotas import list_bedrock_quotas
-from agent.quotas.usage import VIEWS, Target, UsageRecorder
+from agent.quotas.usage import VIEWS, QuotaTarget, UsageRecorder
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class QuotaService:
         fallback = self.catalog.fallback
         self.plan = build_plan(self.catalog, params, self.table, self.config.roles,
                                fallback.aws_account, fallback.aws_region)
-        self.recorder.targets = {d.deployment: Target(d.target_key, d.info) for d in self.plan.deployments
+        self.recorder.targets = {d.deployment: QuotaTarget(d.target_key, d.info) for d in self.plan.deployments
                                  if not d.problem}
         return self.plan
 

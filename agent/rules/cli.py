@@ -135,7 +135,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             kwargs["deployments"] = deployments
         plan = plan_alarms(groups, **kwargs)
         alarms = plan.alarms
-        skipped = [(f"{s.group}/{s.alert}", s.reason) for s in plan.skipped]
+        skipped = [(s.rule, s.reason) for s in plan.skipped]
         text = json.dumps(alarms, indent=2) + "\n"
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:

@@ -31,7 +31,7 @@ from agent.alert import Alert, AlertReceiver
 from agent.configtypes import ConfigError
 from agent.enrich import Catalog, task_identity
 from agent.events import Event
-from agent.rules.batch import Batch
+from agent.rules.batch import BatchMemo
 from agent.rules.budget import BudgetRule
 from agent.rules.evaluate import CompiledRule, make_window
 from agent.rules.loader import load_rule_set
@@ -113,7 +113,7 @@ class RuleEngine:
         self.rule_set = RuleSet()
         self.groups: list[GroupRuntime] = []
         self.rules: dict[str, Runtime] = {}
-        self._observers: list[Callable[[Batch], None]] = []
+        self._observers: list[Callable[[BatchMemo], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.last_reload = ReloadStatus()
         self.observe_errors = 0
@@ -132,7 +132,7 @@ class RuleEngine:
         live = [e for e in events if not e.health_check]
         if not live:
             return 0
-        batch = Batch(live)
+        batch = BatchMemo(live)
         failed: set[int] = set()
         for observe in self._observers:
             try:
@@ -143,14 +143,14 @@ class RuleEngine:
             self.observe_errors += len(failed)
         return len(failed)
 
-    def _observe_each(self, observe: Callable[[Batch], None], batch: Batch, failed: set[int]) -> None:
+    def _observe_each(self, observe: Callable[[BatchMemo], None], batch: BatchMemo, failed: set[int]) -> None:
         """The slow path after a rule raised on a batch: nothing of it was applied (a batch is read
         in full before anything is written), so each event goes in alone; the bad ones are
         counted (once per event, however many rules it breaks) and skipped."""
         logged = False
         for e in batch.events:
             try:
-                observe(Batch([e]))
+                observe(BatchMemo([e]))
             except Exception:
                 failed.add(id(e))
                 if not logged:

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from agent.configtypes import ConfigError
 from agent.events import Event
 from agent.sinks.cloudwatch_agg import Aggregator, Interval
-from agent.sinks.cloudwatch_api import Batch, PutMetricDataClient, batches, classify, error_summary
+from agent.sinks.cloudwatch_api import MetricBatch, PutMetricDataClient, batches, classify, error_summary
 from agent.sinks.cloudwatch_emf import EmfWriter, emf_lines
 from agent.sinks.config import CloudWatchConfig
 
@@ -68,17 +68,17 @@ class _EmfExporter:
     async def start(self) -> None:
         return None
 
-    def batches(self, interval: Interval) -> list[Batch]:
+    def batches(self, interval: Interval) -> list[MetricBatch]:
         lines = list(emf_lines(interval, self.config.namespace, self.config.storage_resolution,
                                self.config.emf_distribution, max_bytes=self.writer.max_line_bytes))
         out = []
         for start in range(0, len(lines), EMF_LINES_PER_BATCH):
             part = lines[start : start + EMF_LINES_PER_BATCH]
-            out.append(Batch([line.text for line in part], sum(line.datapoints for line in part),
+            out.append(MetricBatch([line.text for line in part], sum(line.datapoints for line in part),
                              sum(len(line.text) + 1 for line in part)))
         return out
 
-    async def send(self, batch: Batch) -> None:
+    async def send(self, batch: MetricBatch) -> None:
         await self.writer.write(batch.payload)
 
     def classify(self, exc: BaseException) -> str:
@@ -113,10 +113,10 @@ class _ApiExporter:
         except Exception as exc:  # no credentials yet: the first put retries building the client
             log.warning("cloudwatch: client not ready yet (%s); will retry at the first interval", error_summary(exc))
 
-    def batches(self, interval: Interval) -> list[Batch]:
+    def batches(self, interval: Interval) -> list[MetricBatch]:
         return batches(interval, self.config.storage_resolution)
 
-    async def send(self, batch: Batch) -> None:
+    async def send(self, batch: MetricBatch) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.client.put, self.config.namespace, batch.payload)
 
@@ -139,7 +139,7 @@ class CloudWatchSink:
         self.aggregator = Aggregator(config.dimensions, config.max_series)
         self.exporter: _EmfExporter | _ApiExporter = _ApiExporter(config) if config.mode == "api" \
             else _EmfExporter(config)
-        self.pending: collections.deque[Batch] = collections.deque()
+        self.pending: collections.deque[MetricBatch] = collections.deque()
         self.last_error = ""
         self.intervals = 0
         self._overflow_reported = 0
@@ -267,7 +267,7 @@ class CloudWatchSink:
             self._window_start = self._align(self.clock())
         log.info("cloudwatch: settings reloaded (%s mode, namespace %s)", self.exporter.mode, new.namespace)
 
-    def _build(self, taken: tuple, timestamp: float) -> list[Batch]:
+    def _build(self, taken: tuple, timestamp: float) -> list[MetricBatch]:
         return self.exporter.batches(self.aggregator.rollup(taken, timestamp))
 
     def _report_overflow(self) -> None:
@@ -283,7 +283,7 @@ class CloudWatchSink:
             self._enqueue(gauge_batches(rows, timestamp, self.config.namespace, self.exporter.mode,
                                         self.config.storage_resolution))
 
-    def _enqueue(self, new: list[Batch]) -> None:
+    def _enqueue(self, new: list[MetricBatch]) -> None:
         self.pending.extend(new)
         while len(self.pending) > self.config.max_pending_batches:
             oldest = self.pending.popleft()
@@ -335,8 +335,8 @@ def install(app: GatewatchApp) -> None:
 
 
 def gauge_batches(rows: list[tuple[dict[str, str], dict[str, float]]], timestamp: float, namespace: str, mode: str,
-                  storage_resolution: int = 60) -> list[Batch]:
-    """Gauge rows -> one Batch: EMF lines (one per row) or PutMetricData datums (under the call limits)."""
+                  storage_resolution: int = 60) -> list[MetricBatch]:
+    """Gauge rows -> one MetricBatch: EMF lines (one per row) or PutMetricData datums (under the call limits)."""
     import datetime as dt
     import json
 
@@ -350,12 +350,12 @@ def gauge_batches(rows: list[tuple[dict[str, str], dict[str, float]]], timestamp
             doc.update(dims)
             doc.update(values)
             lines.append(json.dumps(doc, separators=(",", ":")))
-        return [Batch(lines, sum(len(v) for _, v in rows), sum(len(line) + 1 for line in lines))]
+        return [MetricBatch(lines, sum(len(v) for _, v in rows), sum(len(line) + 1 for line in lines))]
     stamp = dt.datetime.fromtimestamp(timestamp, dt.UTC)
     datums = [{"MetricName": name, "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
                "Timestamp": stamp, "Unit": "None", "StorageResolution": storage_resolution, "Value": float(value)}
               for dims, values in rows for name, value in values.items()]
-    return [Batch(datums[i:i + 500], len(datums[i:i + 500])) for i in range(0, len(datums), 500)]
+    return [MetricBatch(datums[i:i + 500], len(datums[i:i + 500])) for i in range(0, len(datums), 500)]
 
 
 def describe(config: CloudWatchConfig) -> str:

@@ -3,7 +3,7 @@
 `handle()` runs on the event loop for every batch, so it only filters (attempts, not
 outcomes; no health checks unless asked), applies the tail sampling rule and appends to
 a bounded queue, counting what it drops. Encoding and network I/O happen on the
-exporter thread (agent/otel/exporter.py). Optional OTel metrics ride the same thread.
+batch span processor thread (agent/otel/processor.py). Optional OTel metrics ride the same thread.
 
 Enabled by `otel.enabled: true`, or by default when OTEL_EXPORTER_OTLP_ENDPOINT (or
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set; OpenTelemetry's env vars configure it, keys
@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from agent.events import Event, Kind
 from agent.otel.config import OtelConfig, Settings, enabled_by_env, resolve
 from agent.otel.encode import SpanEncoder
-from agent.otel.exporter import ExportMetrics, SpanExporter
+from agent.otel.processor import BatchSpanProcessor, ExportMetrics
 from agent.otel.resource import detect
 from agent.otel.sampler import TailSampler
 from agent.otel.transport import make_sender
@@ -51,7 +51,7 @@ class OtelSink:
                                    settings.keep_slower_than)
         self._fixed_resource = dict(resource_attributes) if resource_attributes is not None else None
         self.resource_attributes: dict[str, str] = {}
-        self.exporter: SpanExporter | None = None
+        self.exporter: BatchSpanProcessor | None = None
         self.genai_metrics: GenAiMetrics | None = None
         # before start() these are plain lists; start() hands them to the exporter's deques
         self._spans: deque[Event] | list[Event] = []
@@ -120,7 +120,7 @@ class OtelSink:
             max_request_bytes=settings.max_request_bytes,
         )
         endpoint = settings.traces_endpoint
-        exporter = SpanExporter(encoder, make_sender(endpoint), self.metrics, batch_size=settings.batch_size,
+        exporter = BatchSpanProcessor(encoder, make_sender(endpoint), self.metrics, batch_size=settings.batch_size,
                                 schedule_delay=settings.schedule_delay, timeout=endpoint.timeout, record=record)
         exporter.spans.extend(self._spans)
         exporter.metric_events.extend(self._metric_events if settings.metrics else ())

@@ -67,7 +67,11 @@ class ExportStatus:
     consecutive_failures: int = 0
 
 
-class SpanExporter:
+class BatchSpanProcessor:
+    """What OpenTelemetry calls a batch span processor: queues finished spans, and one thread
+    encodes them in batches (`batch_size`, every `schedule_delay`) and hands them to the
+    OTLP sender (agent/otel/transport.py), which is the exporter proper."""
+
     def __init__(self, encoder: SpanEncoder, sender: Sender, metrics: ExportMetrics, *, batch_size: int,
                  schedule_delay: float, timeout: float, record: Callable[[Event], None] | None = None) -> None:
         self.encoder = encoder
