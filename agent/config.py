@@ -20,9 +20,9 @@ from agent.console.config import ConsoleConfig
 from agent.otel.config import OtelConfig
 from agent.quotas.config import QuotasConfig
 from agent.refresh.config import RefreshConfig
-from agent.rules.settings import RuleEngineConfig
+from agent.rules.config import RuleEngineConfig
 from agent.sinks.config import CloudWatchConfig
-from agent.sources.tail.settings import TailConfig
+from agent.sources.tail.config import TailConfig
 from agent.state.config import StateConfig
 
 OPTIONAL_LABELS = ("hashed_api_key", "user", "end_user", "user_email", "client_ip", "user_agent")

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from agent.parse.logs import LogParser
-from agent.sources.tail.settings import TailConfig
+from agent.sources.tail.config import TailConfig
 from agent.sources.tail.watcher import TailBatch, Tailer
 from bench.results import record
 

@@ -17,9 +17,9 @@ from agent.alerts.templates.webhook import webhook_payload
 from agent.alerts.units import with_unit
 from agent.enrich import Catalog
 from agent.events import Event, Kind
+from agent.rules.config import RuleEngineConfig
 from agent.rules.engine import RuleEngine
 from agent.rules.loader import load_rule_set
-from agent.rules.settings import RuleEngineConfig
 from agent.rules.testing import MemoryState
 
 T0 = 1_800_000_000.0

@@ -38,8 +38,7 @@ LAYERS: list[tuple[str, int, str]] = [
     ("agent.configtypes", CORE, ""),
     ("agent.matchers", CORE, ""),
     ("agent.*.config", CORE, ""),
-    ("agent.*.settings", CORE, ""),
-    ("agent.sources.tail.settings", CORE, ""),
+    ("agent.sources.tail.config", CORE, ""),
     ("agent.alerts.timeintervals", CORE, ""),  # a config type of the alerts section
     ("agent.state.base", CORE, ""),
     # the rule window interface and its in-memory rows, which the shared (Redis) one reuses

@@ -10,9 +10,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from agent.enrich import Catalog
+from agent.rules.config import RuleEngineConfig
 from agent.rules.engine import RuleEngine
 from agent.rules.loader import load_rule_set
-from agent.rules.settings import RuleEngineConfig
 from agent.rules.testing import MemoryState
 from agent.sources.health import HealthPoller, PollSettings
 from tests.test_health_poller import proxy  # noqa: F401  (the fake proxy fixture)

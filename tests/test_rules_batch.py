@@ -18,11 +18,11 @@ from agent.events import Event, Kind
 from agent.parse.litellm import decode_body
 from agent.rules.batch import BatchMemo
 from agent.rules.budget import OVERFLOW, BudgetRule
+from agent.rules.config import RuleEngineConfig
 from agent.rules.engine import RuleEngine
 from agent.rules.evaluate import CompiledRule
 from agent.rules.loader import load_rule_set
 from agent.rules.schema import build_rule_set
-from agent.rules.settings import RuleEngineConfig
 from agent.rules.signals import BATCH_EXTRACT
 from agent.rules.testing import MemoryState
 from agent.state.local import LocalState

@@ -17,8 +17,8 @@ from prometheus_client.exposition import generate_latest
 
 from agent.events import Kind
 from agent.sources.tail.checkpoint import Checkpoints
+from agent.sources.tail.config import TailConfig
 from agent.sources.tail.fingerprint import file_key, first_line_hash
-from agent.sources.tail.settings import TailConfig
 from agent.sources.tail.source import TailSource
 from agent.sources.tail.watcher import TailBatch, Tailer
 from tests.conftest import FIXTURES

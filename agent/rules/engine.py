@@ -33,10 +33,10 @@ from agent.enrich import Catalog, task_identity
 from agent.events import Event
 from agent.rules.batch import BatchMemo
 from agent.rules.budget import BudgetRule
+from agent.rules.config import RuleEngineConfig
 from agent.rules.evaluate import CompiledRule, make_window
 from agent.rules.loader import load_rule_set
 from agent.rules.model import Group, Rule, RuleSet, RuleSetError
-from agent.rules.settings import RuleEngineConfig
 from agent.rules.state import ActiveAlert, to_alert
 from agent.state.base import StateBackend
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 from agent.config import load_config
 from agent.configtypes import ConfigError
 from agent.rules.api import add_routes
+from agent.rules.config import RuleEngineConfig
 from agent.rules.engine import RuleEngine
 from agent.rules.model import RuleSetError
-from agent.rules.settings import RuleEngineConfig
 
 if TYPE_CHECKING:
     from agent.app import GatewatchApp

@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry
 from agent.events import Event
 from agent.parse.logs import DeploymentLookup, LogParser
 from agent.sources.tail.checkpoint import Checkpoints
+from agent.sources.tail.config import TailConfig
 from agent.sources.tail.metrics import TailMetrics
-from agent.sources.tail.settings import TailConfig
 from agent.sources.tail.stdin import StdinReader
 from agent.sources.tail.watcher import TailBatch, Tailer
 

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 
 from agent.parse.logs import LogParser
-from agent.sources.tail.settings import TailConfig
+from agent.sources.tail.config import TailConfig
 from agent.sources.tail.splitter import LineSplitter
 from agent.sources.tail.watcher import TailBatch, TailStats
 

@@ -36,8 +36,8 @@ from typing import Any
 
 from agent.events import Event
 from agent.parse.logs import LogParser
+from agent.sources.tail.config import TailConfig
 from agent.sources.tail.fingerprint import file_key, first_line_hash, parse_key
-from agent.sources.tail.settings import TailConfig
 from agent.sources.tail.splitter import LineSplitter
 
 log = logging.getLogger(__name__)
