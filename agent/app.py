@@ -27,7 +27,8 @@ from prometheus_client.process_collector import ProcessCollector
 from agent import __version__
 from agent.alert import AlertReceiver
 from agent.alerts.logreceiver import LogReceiver
-from agent.config import Config, ConfigError, read_text
+from agent.config import Config, read_text
+from agent.configtypes import ConfigError
 from agent.enrich import Catalog, Enricher, Fallback, catalog_from_config_text, ecs_task_metadata, parse_task_arn
 from agent.exposition import generate_latest  # prometheus_client's format, faster at 20k series
 from agent.labelcap import LabelCap

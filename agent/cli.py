@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from agent import __version__
-from agent.config import Config, ConfigError, load_config
+from agent.config import Config, load_config
+from agent.configtypes import ConfigError
 
 # modules that add verbs: each has register(subparsers) -> None
 COMMAND_MODULES: list[str] = ["agent.sinks.cloudwatch_cli", "agent.alerts.cli", "agent.rules.cli",

@@ -173,4 +173,4 @@ def read_text(location: str) -> str:
         raise ConfigError("", f"cannot read: {exc.strerror}", location) from None
 
 
-__all__ = ["Config", "ConfigError", "Duration", "Secret", "load_config", "parse_config", "read_text"]
+__all__ = ["Config", "load_config", "parse_config", "read_text"]

@@ -223,7 +223,8 @@ async def test_long_label_values_are_cut_and_counted(gatewatch_server):
 
 # -- H. config errors --------------------------------------------------------------------------
 def test_env_values_are_never_echoed_in_config_errors():
-    from agent.config import ConfigError, parse_config
+    from agent.config import parse_config
+    from agent.configtypes import ConfigError
 
     secret = "xoxb-very-secret-token-1234"
     for data in ({"server": {"port": "${SLACK_TOKEN}"}},
@@ -237,14 +238,15 @@ def test_env_values_are_never_echoed_in_config_errors():
 
 
 def test_the_unknown_key_hint_offers_only_real_keys():
-    from agent.config import ConfigError, parse_config
+    from agent.config import parse_config
+    from agent.configtypes import ConfigError
 
     with pytest.raises(ConfigError) as info:
         parse_config({"sever": {}}, "gw.yaml")
     assert "source_file" not in str(info.value)
     offered = str(info.value).split("expected one of: ")[1].split(", ")
     for key in offered:  # every key the hint offers is accepted
-        parse_config({key: None} if key not in ("state_dir", "log_level") else {}, "gw.yaml")
+        parse_config({key: None} if key not in ("state_dir", "log_level", "log_format") else {}, "gw.yaml")
     with pytest.raises(ConfigError):
         parse_config({"source_file": "x"}, "gw.yaml")
 

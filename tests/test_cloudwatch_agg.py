@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from agent.config import ConfigError, parse_config
+from agent.config import parse_config
+from agent.configtypes import ConfigError
 from agent.enrich import Enricher, catalog_from_config_text
 from agent.events import Event, Kind
 from agent.parse.litellm import decode_body

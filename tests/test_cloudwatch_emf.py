@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent.config import ConfigError, parse_config
+from agent.config import parse_config
+from agent.configtypes import ConfigError
 from agent.events import Event, Kind
 from agent.sinks.cloudwatch import CloudWatchSink
 from agent.sinks.cloudwatch_agg import Aggregator

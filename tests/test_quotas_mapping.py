@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import ConfigError, parse_config
+from agent.config import parse_config
+from agent.configtypes import ConfigError
 from agent.events import Event, Kind
 from agent.parse.litellm import decode_body
 from agent.quotas.mapping import (

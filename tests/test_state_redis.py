@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 
 from agent.config import parse_config
 from agent.configtypes import ConfigError
+from agent.state.base import StateUnavailable
 from agent.state.increments import ADD, LATEST, MAX, MIN, SET, IncrementBatch, IncrementQueue, KeyOps
-from agent.state.redis import RedisState, StateUnavailable
+from agent.state.redis import RedisState
 from tests.notify_support import until
 from tests.redis_support import RedisServer, requires_redis, self_signed
 

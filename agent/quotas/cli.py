@@ -49,7 +49,8 @@ async def collect(config: Any) -> list[dict[str, Any]]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from agent.config import ConfigError, load_config
+    from agent.config import load_config
+    from agent.configtypes import ConfigError
 
     try:
         config = load_config(args.config)

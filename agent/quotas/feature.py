@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 def litellm_config_text(config: Config) -> str | None:
     """The proxy's config.yaml (blocking: a file or s3:// read), for the credentials of each deployment."""
-    from agent.config import ConfigError, read_text
+    from agent.config import read_text
+    from agent.configtypes import ConfigError
 
     if not config.litellm.config:
         return None

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config, ConfigError, load_config, read_text
+from agent.config import Config, load_config, read_text
+from agent.configtypes import ConfigError
 
 
 def register(subparsers: Any) -> None:

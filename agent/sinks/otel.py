@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client import CollectorRegistry
 
 from agent.events import Event, Kind
-from agent.otel.config import OtelConfig, Settings, enabled_by_env, resolve
+from agent.otel.config import Settings, enabled_by_env, resolve
 from agent.otel.encode import SpanEncoder
 from agent.otel.processor import BatchSpanProcessor, ExportMetrics
 from agent.otel.resource import detect
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from agent.config import Config
     from agent.otel.metrics import GenAiMetrics
 
-__all__ = ["OtelConfig", "OtelSink", "install"]
+__all__ = ["OtelSink", "install"]
 
 log = logging.getLogger(__name__)
 

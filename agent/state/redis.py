@@ -67,7 +67,7 @@ MAX_CACHED_COUNTERS = 10000
 SPILL_FILE = "redis-pending.json"
 MAX_UNCONFIRMED = 5  # round trips a batch waits for a replica's WAIT before it counts as sent anyway
 
-__all__ = ["RedisState", "StateUnavailable"]
+__all__ = ["RedisState"]
 
 CLAIM_SCRIPT = """
 local cur = redis.call('GET', KEYS[1])

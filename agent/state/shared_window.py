@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agent.state.base import StateUnavailable
 from agent.state.increments import ADD, LATEST, MAX, MIN, SET
-from agent.state.redis import StateUnavailable
 from agent.state.windows import Key, LocalWindow, WindowView
 
 if TYPE_CHECKING:
