@@ -19,23 +19,23 @@ def install(app: GatewatchApp) -> None:
 
 
 def _installers() -> list:
-    from agent.alerts import service as notify_service
+    from agent.alerts import feature as alerts
     from agent.console import feature as console
     from agent.quotas import feature as quotas
-    from agent.refresh import refresher as refresh
-    from agent.rules import feature as rule_engine
-    from agent.sinks import cloudwatch, otel
-    from agent.sources import watch
-    from agent.state import feature as shared_state
+    from agent.refresh import refresher
+    from agent.rules import feature as rules
+    from agent.sinks import feature as sinks
+    from agent.sources import feature as sources
+    from agent.state import feature as state
 
     return [
-        refresh.install,
-        cloudwatch.install,
-        otel.install,
-        notify_service.install,
-        console.install,  # after notify (wraps its receiver), before rule_engine
-        rule_engine.install,
-        watch.install,
-        shared_state.install,  # after rule_engine: hands it the shared windows
+        refresher.install,
+        sinks.install_cloudwatch,
+        sinks.install_otel,
+        alerts.install,
+        console.install,  # after notify (wraps its receiver), before the rule engine
+        rules.install,
+        sources.install,
+        state.install,  # after the rule engine: hands it the shared windows
         quotas.install,
     ]

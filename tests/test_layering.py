@@ -263,6 +263,19 @@ def test_imports_run_one_way() -> None:
     assert [w.rpartition(" at line ")[0] for w in wrong] == KNOWN_WRONG, "\n".join(wrong)
 
 
+def test_only_the_top_knows_the_app() -> None:
+    """Components and the core never take the app, not even as a type: a feature's
+    `install(app)` hands them what they need."""
+    knowing = []
+    for name, path in modules().items():
+        if layer_of(name)[0] >= FEATURE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "agent.app":
+                knowing.append(f"{name} line {node.lineno}")
+    assert knowing == []
+
+
 def test_the_checker_sees_a_function_level_circle(tmp_path: Path) -> None:
     """The checker itself: a circle through a function-level import is found, one under
     TYPE_CHECKING is not."""

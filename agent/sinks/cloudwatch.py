@@ -35,7 +35,6 @@ from agent.sinks.cloudwatch_emf import EmfWriter, emf_lines
 from agent.sinks.config import CloudWatchConfig
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
     from agent.config import Config
     from agent.selfmetrics import SelfMetrics
 
@@ -322,18 +321,6 @@ class CloudWatchSink:
         return True, f"{self.exporter.mode}: {self.intervals} intervals exported"
 
 
-def install(app: GatewatchApp) -> None:
-    config: CloudWatchConfig | None = getattr(app.config, "cloudwatch", None)
-    if config is None or not config.enabled:
-        return
-    sink = CloudWatchSink(config, app.registry, app.metrics)
-    app.add_sink(sink)
-    app.readiness_checks["cloudwatch"] = sink.readiness
-    app.reload_hooks.append(sink.reload)
-    app.add_config_check(lambda: [describe(config)])
-    app.cloudwatch = sink
-
-
 def gauge_batches(rows: list[tuple[dict[str, str], dict[str, float]]], timestamp: float, namespace: str, mode: str,
                   storage_resolution: int = 60) -> list[MetricBatch]:
     """Gauge rows -> one MetricBatch: EMF lines (one per row) or PutMetricData datums (under the call limits)."""
@@ -369,4 +356,4 @@ def describe(config: CloudWatchConfig) -> str:
             f"dimension sets {sets}")
 
 
-__all__ = ["CloudWatchSink", "install"]
+__all__ = ["CloudWatchSink"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client import CollectorRegistry
 
 from agent.events import Event, Kind
-from agent.otel.config import Settings, enabled_by_env, resolve
+from agent.otel.config import Settings
 from agent.otel.encode import SpanEncoder
 from agent.otel.processor import BatchSpanProcessor, ExportMetrics
 from agent.otel.resource import detect
@@ -32,11 +31,9 @@ from agent.otel.sampler import TailSampler
 from agent.otel.transport import make_sender
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
-    from agent.config import Config
     from agent.otel.metrics import GenAiMetrics
 
-__all__ = ["OtelSink", "install"]
+__all__ = ["OtelSink"]
 
 log = logging.getLogger(__name__)
 
@@ -167,32 +164,3 @@ def _safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def install(app: GatewatchApp) -> None:
-    """Wire the OTel sink into the app when `otel` is enabled (explicitly or by env)."""
-    config = getattr(app.config, "otel", None)
-    if config is None or not enabled_by_env(config, os.environ):
-        return
-    settings = resolve(config, os.environ)
-    if not settings.traces and not settings.metrics:
-        log.info("otel: OTEL_TRACES_EXPORTER=none and no metrics: nothing to export")
-        return
-    sink = OtelSink(settings, app.registry)
-    app.add_sink(sink)
-    app.readiness_checks["otel"] = sink.readiness
-
-    async def reload(new_config: Config) -> None:
-        new = getattr(new_config, "otel", None)
-        if new is None:
-            return
-        try:
-            new_settings = resolve(new, os.environ)
-        except ValueError as exc:
-            log.error("otel: reload refused: %s", exc)
-            return
-        if (new_settings.traces_endpoint != sink.settings.traces_endpoint
-                or new_settings.capture_content != sink.settings.capture_content
-                or new_settings.metrics != sink.settings.metrics):
-            log.warning("otel: endpoint, content capture or metrics changed: takes effect after a restart")
-        sink.apply_sampling(new_settings)
-
-    app.reload_hooks.append(reload)
