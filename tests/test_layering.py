@@ -276,6 +276,19 @@ def test_only_the_top_knows_the_app() -> None:
     assert knowing == []
 
 
+MAX_LINES = 600
+# modules allowed past MAX_LINES: declared data tables, and what is still to be split
+LONG_MODULES = {
+    "agent.state.redis": "still to split (issue 17): one RedisState class, 636 lines",
+}
+
+
+def test_no_module_over_600_lines() -> None:
+    long = {name for name, path in modules().items()
+            if len(path.read_text(encoding="utf-8").splitlines()) > MAX_LINES}
+    assert long == set(LONG_MODULES)
+
+
 def test_the_checker_sees_a_function_level_circle(tmp_path: Path) -> None:
     """The checker itself: a circle through a function-level import is found, one under
     TYPE_CHECKING is not."""
