@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -30,7 +30,8 @@ from agent.alerts.logreceiver import LogReceiver
 from agent.config import Config, read_text
 from agent.configtypes import ConfigError
 from agent.enrich import Catalog, Enricher, Fallback, catalog_from_config_text, ecs_task_metadata, parse_task_arn
-from agent.exposition import generate_latest  # prometheus_client's format, faster at 20k series
+from agent.exposition import generate_latest
+from agent.host import Component, ConfigCheck, ReloadHook  # prometheus_client's format, faster at 20k series
 from agent.labelcap import LabelCap
 from agent.pipeline import Pipeline, RequestTracker, Sink
 from agent.redact import register_config_secrets
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from agent.alerts.alertstore import AlertStore
     from agent.alerts.service import NotifyService
     from agent.quotas.service import QuotaService
-    from agent.refresh.refresher import Refresher
     from agent.rules.engine import RuleEngine
     from agent.sinks.cloudwatch import CloudWatchSink
     from agent.sources.health import HealthPoller
@@ -54,21 +54,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# one line group of `gatewatch check-config` output, from the feature that owns it
-ConfigCheck = Callable[[], list[str]]
 
 
-class Component(Protocol):
-    """Anything with a lifecycle: sources, rule evaluator, notifier, exporters."""
-
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-ReloadHook = Callable[[Config], Awaitable[None]]
 
 
 class GatewatchApp:
@@ -124,7 +111,7 @@ class GatewatchApp:
         # what `gatewatch check-config` prints beyond the catalog: one check per feature
         self.config_checks: list[ConfigCheck] = []
         # the slots a feature may fill (agent/features.py); None while that feature is off
-        self.refresher: Refresher | None = None
+        self.refresher: Component | None = None
         self.cloudwatch: CloudWatchSink | None = None
         self.notify: NotifyService | None = None
         self.alert_store: AlertStore | None = None

@@ -1,4 +1,4 @@
-"""Optional features, installed into a GatewatchApp from its config.
+"""Optional features, installed into a FeatureHost from its config.
 
 Each feature lives in its own module and exposes `install(app)`; this file is the only
 place that knows the list, so the core (app.py) never imports a feature directly.
@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
+    from agent.host import FeatureHost
 
 
-def install(app: GatewatchApp) -> None:
+def install(app: FeatureHost) -> None:
     """Install every feature; each one decides from `app.config` whether it is on."""
     for installer in _installers():
         installer(app)

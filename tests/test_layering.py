@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, int, str]] = [
     ("agent.replay", PARSE, ""),
     # the top, in three steps: features (install hooks, the console, hot reload) <- the app
     # (which installs them) <- the command line (which builds the app)
+    ("agent.host", FEATURE, ""),  # the face of the app that features see
     ("agent.features", FEATURE, ""),
     ("agent.*.feature", FEATURE, ""),
     ("agent.console", FEATURE, ""),

@@ -10,10 +10,10 @@ from agent.alerts.config import NotifyConfig
 from agent.alerts.service import DEFAULT_LEASE, NotifyService
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
+    from agent.host import FeatureHost
 
 
-def install(app: GatewatchApp) -> None:
+def install(app: FeatureHost) -> None:
     """Replace the log receiver with the notify router when `notify.receivers` is configured."""
     cfg: NotifyConfig | None = getattr(app.config, "notify", None)
     if cfg is None or not cfg.enabled:

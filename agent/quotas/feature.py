@@ -10,8 +10,8 @@ from agent.quotas.service import QuotaService
 from agent.quotas.usage import UsageRecorder
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
     from agent.config import Config
+    from agent.host import FeatureHost
 
 
 def litellm_config_text(config: Config) -> str | None:
@@ -27,7 +27,7 @@ def litellm_config_text(config: Config) -> str | None:
         return None
 
 
-def install(app: GatewatchApp) -> None:
+def install(app: FeatureHost) -> None:
     config = app.config.quotas
     if not config.enabled:
         return

@@ -37,8 +37,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from agent.configtypes import ConfigError
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
     from agent.config import Config
+    from agent.host import FeatureHost
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class Refresher:
 
     name = "refresh"
 
-    def __init__(self, app: GatewatchApp) -> None:
+    def __init__(self, app: FeatureHost) -> None:
         self.app = app
         self.metrics = RefreshMetrics(app.registry)
         self._config: WatchedObject | None = None
@@ -424,7 +424,7 @@ class Refresher:
             await self._check_catalog(force=True)
 
 
-def install(app: GatewatchApp) -> None:
+def install(app: FeatureHost) -> None:
     """Always on: periodic checks follow `refresh.interval` / `litellm.config_refresh` (0 = off)."""
     refresher = Refresher(app)
     app.add_component(refresher)

@@ -18,10 +18,10 @@ from agent.rules.engine import RuleEngine
 from agent.rules.model import RuleSetError
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
+    from agent.host import FeatureHost
 
 
-def install(app: GatewatchApp) -> None:
+def install(app: FeatureHost) -> None:
     """Feature hook (agent/features.py): wire the engine into the app when enabled."""
     settings: RuleEngineConfig = getattr(app.config, "rule_engine", None) or RuleEngineConfig()
     if not settings.enabled:
@@ -48,7 +48,7 @@ def _check_lines(engine: RuleEngine) -> list[str]:
     return lines
 
 
-async def reload_all(app: GatewatchApp) -> str | None:
+async def reload_all(app: FeatureHost) -> str | None:
     """What `POST /-/reload` does with an app: refuse a broken config file first (returns
     why), then reload config, rule files and catalog like SIGHUP."""
     config = app.config

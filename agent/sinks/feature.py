@@ -13,13 +13,13 @@ from agent.sinks.config import CloudWatchConfig
 from agent.sinks.otel import OtelSink
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
     from agent.config import Config
+    from agent.host import FeatureHost
 
 log = logging.getLogger("agent.sinks.otel")  # the otel sink's own logger: its reload lines stay where they were
 
 
-def install_cloudwatch(app: GatewatchApp) -> None:
+def install_cloudwatch(app: FeatureHost) -> None:
     config: CloudWatchConfig | None = getattr(app.config, "cloudwatch", None)
     if config is None or not config.enabled:
         return
@@ -31,7 +31,7 @@ def install_cloudwatch(app: GatewatchApp) -> None:
     app.cloudwatch = sink
 
 
-def install_otel(app: GatewatchApp) -> None:
+def install_otel(app: FeatureHost) -> None:
     """Wire the OTel sink into the app when `otel` is enabled (explicitly or by env)."""
     config = getattr(app.config, "otel", None)
     if config is None or not enabled_by_env(config, os.environ):

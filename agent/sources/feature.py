@@ -18,8 +18,8 @@ from agent.sources.health import HealthPoller, PollSettings
 from agent.sources.tail.source import TailSource
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
     from agent.config import Config, LiteLLMConfig
+    from agent.host import FeatureHost
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def poll_settings(cfg: LiteLLMConfig) -> PollSettings:
     )
 
 
-def install(app: GatewatchApp) -> None:
+def install(app: FeatureHost) -> None:
     cfg = app.config.litellm
     if cfg.logs:
         _install_tail(app)
@@ -66,7 +66,7 @@ def check_lines(config: Config) -> list[str]:
     return lines
 
 
-def _install_tail(app: GatewatchApp) -> None:
+def _install_tail(app: FeatureHost) -> None:
     cfg = app.config.litellm
     received = app.metrics.events_received.labels("log")
     source = TailSource(cfg.logs, cfg.tail, str(Path(app.config.state_dir)), app.pipeline.publish, app.registry,
@@ -86,7 +86,7 @@ def _install_tail(app: GatewatchApp) -> None:
     app.reload_hooks.append(reload)
 
 
-def _install_poller(app: GatewatchApp) -> None:
+def _install_poller(app: FeatureHost) -> None:
     received = app.metrics.events_received.labels("health")
 
     def publish(events: list) -> None:

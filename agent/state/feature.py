@@ -15,7 +15,7 @@ from agent.state.redis import RedisState
 from agent.state.shared_window import shared_window_factory
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
+    from agent.host import FeatureHost
 
 
 def drain_budgets(engine: Any, state: RedisState, now: float) -> None:
@@ -30,7 +30,7 @@ def drain_budgets(engine: Any, state: RedisState, now: float) -> None:
                 state.enqueue(runtime.state_key(period_id), amounts, ttl)
 
 
-def install(app: GatewatchApp) -> None:
+def install(app: FeatureHost) -> None:
     state = app.state
     if not isinstance(state, RedisState):
         return
