@@ -94,15 +94,15 @@ class BatchSpanProcessor:
         self._thread = threading.Thread(target=self._run, name="gatewatch-otel-export", daemon=True)
         self._thread.start()
 
-    def stop(self, flush_timeout: float) -> None:
-        """Flush for at most `flush_timeout` seconds, then stop (blocking: run in an executor)."""
-        self._deadline = time.monotonic() + flush_timeout
+    def stop(self, deadline: float) -> None:
+        """Flush until `deadline` (time.monotonic()), then stop (blocking: run in an executor)."""
+        self._deadline = deadline
         self._stopping.set()
         self.wake.set()
         if self._thread is not None:
-            self._thread.join(flush_timeout + 1.0)
+            self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
             if self._thread.is_alive():
-                log.warning("OTLP exporter did not stop within %.1fs", flush_timeout)
+                log.warning("OTLP exporter did not stop by its shutdown deadline")
         left = len(self.spans)
         if left:
             self.spans.clear()

@@ -135,9 +135,9 @@ class OtelSink:
         if exporter is None:
             return
         timeout = self.settings.shutdown_timeout
-        await asyncio.to_thread(exporter.stop, timeout)
+        await asyncio.to_thread(exporter.stop, time.monotonic() + timeout)
         if self.genai_metrics is not None:
-            await asyncio.to_thread(self.genai_metrics.shutdown, timeout)
+            await asyncio.to_thread(self.genai_metrics.stop, time.monotonic() + timeout)
 
     def readiness(self) -> tuple[bool, str]:
         """Always ready (a down collector must not take the proxy's sidecar out of service); the
