@@ -100,7 +100,8 @@ async def test_disk_full_fails_state_writes_loudly_and_ingest_goes_on(gatewatch_
 
 
 async def test_disk_full_silence_is_503_not_500(gatewatch_server, tmp_path, notify_cfg):
-    gw, url = await gatewatch_server({"state_dir": str(tmp_path / "full2"), "rules": [], **notify_cfg})
+    gw, url = await gatewatch_server({"state_dir": str(tmp_path / "full2"), "rules": [],
+                                      "server": {"allow_unauthenticated_writes": True}, **notify_cfg})
     await gw.state.put_json("warm", {"x": 1})
     db = gw.state._conn()
     db.execute(f"PRAGMA max_page_count={db.execute('PRAGMA page_count').fetchone()[0]}")

@@ -125,7 +125,7 @@ async def test_without_a_token_console_writes_are_refused(gatewatch_server: Any,
 async def test_the_build_ships_the_console_assets(tmp_path: Path) -> None:
     """setuptools' build_py (what a wheel is made from) copies the assets as package data."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py", "--build-lib",
+        sys.executable, "setup.py", "-q", "build_py", "--build-lib",
         str(tmp_path / "lib"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=300)
     assert proc.returncode == 0, out.decode()[-2000:]

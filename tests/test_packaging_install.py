@@ -36,7 +36,7 @@ def test_make_run_installs_the_runtime_dependencies_only(tmp_path):
                           timeout=60)
     assert plan.returncode == 0, plan.stderr
     installs = [line for line in plan.stdout.splitlines() if " install " in line]
-    assert any(line.endswith("install --quiet -e .") for line in installs), plan.stdout
+    assert any(line.endswith(" -e .") for line in installs), plan.stdout
     assert not any("[test]" in line for line in installs), plan.stdout
     assert f"{venv}/bin/gatewatch run" in plan.stdout
 

@@ -98,7 +98,7 @@ def test_max_tokens_is_read_from_the_real_payloads_model_parameters():
     assert {e.max_tokens for e in health} == {16}  # LiteLLM's own health checks send max_tokens: 16
     bedrock = decode_body(_body("generic_api_bedrock_success.json")).events
     assert bedrock and {e.max_tokens for e in bedrock} == {None}  # the lab's clients set none
-    odd = decode_body(b'[{"status": "success", "startTime": 1, "endTime": 2, '
+    odd = decode_body(b'[{"status": "success", "startTime": 1764057600, "endTime": 1764057601, '
                       b'"model_parameters": {"max_tokens": "lots"}}]')
     assert len(odd.events) == 1 and odd.events[0].max_tokens is None  # an odd value never rejects the payload
 

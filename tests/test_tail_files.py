@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -384,9 +385,6 @@ async def test_stdin_source(tmp_path):
     assert source.stdin.parser.unparsed == 1
 
 
-COOLED_DOWN = ("gpt-lab-acct111-use1", "gpt-lab-acct222-euw1", "gpt-lab-acct333-usw2")
-
-
 async def test_app_tails_the_proxy_log_into_metrics(tmp_path, gatewatch_server):
     import aiohttp
 
@@ -395,22 +393,32 @@ async def test_app_tails_the_proxy_log_into_metrics(tmp_path, gatewatch_server):
     _gw, base = await gatewatch_server({"litellm": {"logs": [str(tmp_path / "proxy.*")],
                                                    "tail": {"poll_interval": "20ms", "glob_interval": "50ms"}}})
     capture = (FIXTURES / "logs_no_deployments.jsonl").read_bytes().splitlines()
-    await asyncio.sleep(0.2)
-    append(log, capture)
+    models = ("gpt-lab-acct111-use1", "gpt-lab-acct222-euw1", "gpt-lab-acct333-usw2")
     async with aiohttp.ClientSession() as session:
-        text = ""
-        for _ in range(200):
+
+        async def metrics() -> str:
             async with session.get(base + "/metrics") as resp:
-                text = await resp.text()
-            # lines are counted when read, their events a moment later: wait for both
+                return await resp.text()
+
+        # the tailer must hold the file (at its end) before the capture is appended, or the
+        # capture counts as "before gatewatch ran"; then wait until the lines went through the
+        # pipeline into the sink (lines read are counted before the sink sees their events)
+        deadline = time.monotonic() + 60
+        while total(await metrics(), "gatewatch_tail_files") < 1 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        append(log, capture)
+        text = ""
+        while time.monotonic() < deadline:
+            text = await metrics()
             if total(text, "gatewatch_tail_lines_read_total") >= len(capture) and all(
-                    total(text, "litellm_deployment_cooled_down_total", model_id=m) >= 1 for m in COOLED_DOWN):
+                    total(text, "litellm_deployment_cooled_down_total", model_id=m, exception_status="429") >= 1
+                    for m in models):
                 break
             await asyncio.sleep(0.05)
         async with session.get(base + "/readyz") as resp:
             ready = await resp.json()
     assert total(text, "gatewatch_tail_lines_read_total") == len(capture)
-    for model_id in COOLED_DOWN:
+    for model_id in models:
         assert total(text, "litellm_deployment_cooled_down_total", model_id=model_id, exception_status="429") == 1
     # a refusal is counted from its callback, never from the log line alone (no double count)
     assert total(text, "gatewatch_no_deployments_available_total") == 0

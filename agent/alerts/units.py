@@ -14,6 +14,8 @@ PLURAL_OK = ("requests", "errors", "retries", "fallbacks", "cooldowns", "tokens"
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None or math.isnan(seconds):
         return "?"
+    if math.isinf(seconds):
+        return "∞"
     total = round(seconds)
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
@@ -26,6 +28,8 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def fmt_number(value: float) -> str:
+    if not math.isfinite(value):  # a non-finite value still reads as text, never breaks a body
+        return "NaN" if math.isnan(value) else ("∞" if value > 0 else "-∞")
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     if abs(value) >= 1000 or abs(value) < 0.001:
@@ -37,6 +41,9 @@ def with_unit(value: float | None, unit: str) -> str:
     """`value` as text with its unit; "no data" for a missing value."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "no data"
+    if not math.isfinite(value):  # ±inf: no unit arithmetic (round/int) can take it
+        plain = not unit or unit in ("ratio", "seconds", "USD", "up", "state")
+        return fmt_number(value) + ("" if plain else f" {unit}")
     if unit == "ratio":
         percent = value * 100
         return f"{percent:.0f}%" if abs(percent) >= 10 or percent == 0 else f"{percent:.2g}%"

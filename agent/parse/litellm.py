@@ -159,7 +159,7 @@ def split_items(body: bytes) -> list[msgspec.Raw | bytes]:
                 return list(split_array(body))
             except NotJson as exc:
                 raise BodyError(str(exc)) from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             # a truncated or broken array: the framing itself is gone, nothing to salvage
             raise BodyError(f"body is not valid JSON: {exc}") from None
     if first == b"{":
@@ -168,7 +168,7 @@ def split_items(body: bytes) -> list[msgspec.Raw | bytes]:
             try:
                 _any_decoder.decode(body)
                 return [body]  # one pretty-printed object
-            except (msgspec.DecodeError, RecursionError):
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 return list(lines)  # NDJSON: each line its own item
         return [body]
     raise BodyError("body is not JSON: expected a JSON array, a JSON object or NDJSON")
@@ -184,7 +184,7 @@ def decode_body(body: bytes, capture_content: bool = False) -> DecodedBatch:
     if body[:1] == b"[":  # LiteLLM's own json_array format; anything else takes the general path
         try:
             payloads = _payload_list_decoder.decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             pass
         else:
             batch = DecodedBatch(items=len(payloads))
@@ -203,7 +203,7 @@ def decode_body(body: bytes, capture_content: bool = False) -> DecodedBatch:
         except RecursionError:
             batch.reject(TOO_DEEP)
             continue
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):  # JSON text is UTF-8: a bad byte is bad JSON
             batch.reject("invalid_json")
             not_json += 1
             continue
@@ -402,7 +402,7 @@ def payload_to_event(p: Payload, capture_content: bool = False) -> Event:
 def _read_response(event: Event, raw: msgspec.Raw) -> None:
     try:
         response = _response_decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
         return  # embeddings, images...: a different shape, nothing we need from it
     event.response_model = response.model or ""
     if response.id:

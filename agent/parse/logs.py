@@ -190,7 +190,7 @@ class LogParser:
         out: list[Event] = []
         decode = _decode_line
         buckets = self._buckets
-        decode_errors = (msgspec.DecodeError, msgspec.ValidationError)
+        decode_errors = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
         for line in lines:
             if line[:1] == b"{":
                 try:
@@ -222,7 +222,7 @@ class LogParser:
         if head in (b"{", "{"):
             try:
                 record = _decode_line(line)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
                 return self._plain(line)
             message = record.message
             if isinstance(message, str):

@@ -44,7 +44,7 @@ def loads(raw: bytes | str) -> Any:
         value = _any.decode(raw)
     except RecursionError:
         raise TooDeep() from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise NotJson(f"body is not valid JSON: {exc}") from None
     if not _finite(value):
         raise NotJson("body is not valid JSON: a number is out of range")
