@@ -306,3 +306,18 @@ def test_invalid_utf8_log_line_is_unparsed_not_a_crash():
     parser = LogParser()
     assert parser.parse(b'{"message": "\xb9 litellm", "level": "INFO"}') == []
     assert parser.parse_many([b"{\"\xb9\": 1}", b"{\"message\": \"ok\"}"]) == []
+
+
+@pytest.mark.parametrize("reset", ["10" * 200, "1e400", '"1e400"', '"' + "9" * 400 + 's"', '{"a": 1}'])
+async def test_absurd_ratelimit_reset_header_rejects_nothing_and_counts_everything(server, reset):
+    """Found by the fuzz suite: an integer past 1e308 in `x_ratelimit_reset_requests` raised
+    OverflowError in the reset parser, which no decode path caught (500, batch lost)."""
+    _gw, url = server
+    items = good_items(3)
+    items[1].setdefault("hidden_params", {}).setdefault("additional_headers", {})
+    items[1]["hidden_params"]["additional_headers"]["x_ratelimit_reset_requests"] = "RESET"
+    body = json.dumps(items).replace('"RESET"', reset)
+    status, answer = await post(url, body)
+    assert status == 200, answer
+    assert answer["accepted"] + answer["rejected"] == 3
+    await assert_counted(url, [i for n, i in enumerate(items) if n != 1 or answer["accepted"] == 3])

@@ -42,8 +42,8 @@ def with_unit(value: float | None, unit: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "no data"
     if not math.isfinite(value):  # ±inf: no unit arithmetic (round/int) can take it
-        plain = not unit or unit in ("ratio", "seconds", "USD", "up", "state")
-        return fmt_number(value) + ("" if plain else f" {unit}")
+        counted = unit and unit not in ("ratio", "seconds", "USD", "up", "state")
+        return fmt_number(value) + (f" {unit}" if counted else "")
     if unit == "ratio":
         percent = value * 100
         return f"{percent:.0f}%" if abs(percent) >= 10 or percent == 0 else f"{percent:.2g}%"

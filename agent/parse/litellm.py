@@ -219,7 +219,7 @@ def _convert(batch: DecodedBatch, payload: Payload, capture_content: bool) -> No
         batch.events.append(payload_to_event(payload, capture_content))
     except RecursionError:
         batch.reject(TOO_DEEP)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, ArithmeticError):  # a value no field can hold: that item only
         batch.reject("invalid_values")
 
 

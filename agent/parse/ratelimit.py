@@ -9,6 +9,7 @@ window resets, so the rules need this to ignore readings that have gone stale.
 
 from __future__ import annotations
 
+import math
 import re
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -23,7 +24,10 @@ def reset_seconds(value: Any, now: float) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past 1e308: no reset anyone can mean
+            return None
     else:
         text = str(value).strip()
         if not text:
@@ -32,7 +36,7 @@ def reset_seconds(value: Any, now: float) -> float | None:
             number = float(text)
         except ValueError:
             return _duration(text) if _DURATION_RE.match(text) else _http_date(text, now)
-    if number != number or number < 0:
+    if not math.isfinite(number) or number < 0:
         return None
     if number >= EPOCH_AFTER:
         return max(0.0, number - now)
@@ -46,7 +50,7 @@ def _duration(text: str) -> float | None:
             return None
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
-    return total if pos == len(text) else None
+    return total if pos == len(text) and math.isfinite(total) else None
 
 
 def _http_date(text: str, now: float) -> float | None:
