@@ -33,6 +33,7 @@ test-deps:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent tests bench dashboards scripts setup.py
 	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_layering.py
 
 # the declared lower bounds of the runtime dependencies, installed in a fresh venv and smoke-tested
 min-versions: $(STAMP)

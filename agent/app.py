@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -25,14 +25,16 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from agent import __version__
+from agent.alert import AlertReceiver
 from agent.alerts.logreceiver import LogReceiver
-from agent.alerts.model import AlertReceiver
-from agent.config import Config, ConfigError, read_text
+from agent.config import Config, read_text
+from agent.configtypes import ConfigError
 from agent.enrich import Catalog, Enricher, Fallback, catalog_from_config_text, ecs_task_metadata, parse_task_arn
-from agent.exposition import generate_latest  # prometheus_client's format, faster at 20k series
+from agent.exposition import generate_latest
+from agent.host import Component, ConfigCheck, ReloadHook  # prometheus_client's format, faster at 20k series
 from agent.labelcap import LabelCap
-from agent.logsetup import register_config_secrets
 from agent.pipeline import Pipeline, RequestTracker, Sink
+from agent.redact import register_config_secrets
 from agent.selfmetrics import SelfMetrics
 from agent.sinks.prometheus import PrometheusSink
 from agent.sources.bodies import BodyReader
@@ -41,20 +43,19 @@ from agent.sqlitedb import StorageCollector
 from agent.state.base import StateBackend
 from agent.state.factory import create_state
 
+if TYPE_CHECKING:
+    from agent.alerts.alertstore import AlertStore
+    from agent.alerts.service import NotifyService
+    from agent.quotas.service import QuotaService
+    from agent.rules.engine import RuleEngine
+    from agent.sinks.cloudwatch import CloudWatchSink
+    from agent.sources.health import HealthPoller
+    from agent.sources.tail.source import TailSource
+
 log = logging.getLogger(__name__)
 
 
-class Component(Protocol):
-    """Anything with a lifecycle: sources, rule evaluator, notifier, exporters."""
 
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-ReloadHook = Callable[[Config], Awaitable[None]]
 
 
 class GatewatchApp:
@@ -96,6 +97,9 @@ class GatewatchApp:
         self.registry.register(self.storage)
         self.alert_receiver: AlertReceiver = LogReceiver()  # replaced by the notify router when configured
         self.components: list[Component] = []
+        self.sources: list[Component] = []  # components that publish events: stopped before the flush
+        self._started: list[Component] = []  # what start() started, in order; stop() stops only that
+        self._stop_deadline: float | None = None  # time.monotonic() by which stop() must be done
         self.reload_hooks: list[ReloadHook] = []
         # set by the refresh feature: re-reads config, rules and catalog on SIGHUP and reports the outcome
         self.reload_handler: Callable[[], Awaitable[None]] | None = None
@@ -104,6 +108,19 @@ class GatewatchApp:
         # features' middlewares, run before the bearer check (the console's session cookie, CSRF)
         self.middlewares: list[Any] = []
         self.root_handler: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None  # the console
+        # what `gatewatch check-config` prints beyond the catalog: one check per feature
+        self.config_checks: list[ConfigCheck] = []
+        # the slots a feature may fill (agent/features.py); None while that feature is off
+        self.refresher: Component | None = None
+        self.cloudwatch: CloudWatchSink | None = None
+        self.notify: NotifyService | None = None
+        self.alert_store: AlertStore | None = None
+        self.rule_engine: RuleEngine | None = None
+        self.log_tail: TailSource | None = None
+        self.health_poller: HealthPoller | None = None
+        self.quotas: QuotaService | None = None
+        # set by serve(): what SIGHUP runs (the refresher when on, else a plain config reload)
+        self.reload_requested: Callable[[], Awaitable[None]] | None = None
         self.accepting = False
         self.ready = False
         self.started_at = time.time()
@@ -126,6 +143,14 @@ class GatewatchApp:
 
     def add_component(self, component: Component) -> None:
         self.components.append(component)
+
+    def add_source(self, source: Component) -> None:
+        """A component that publishes into the pipeline: stopped first, before the flush."""
+        self.sources.append(source)
+        self.components.append(source)
+
+    def add_config_check(self, check: ConfigCheck) -> None:
+        self.config_checks.append(check)
 
     # -- catalog --------------------------------------------------------------------
     async def load_catalog(self) -> None:
@@ -249,17 +274,20 @@ class GatewatchApp:
         await self.start()
 
     async def _on_shutdown(self, app: web.Application) -> None:
-        await self.stop()
+        await self.stop(self._stop_deadline)
 
     async def start(self) -> None:
         await self.state.start()
+        self._started.append(self.state)
         self.readiness_checks.setdefault("state", self.state.healthy)
         self.readiness_checks.setdefault("storage", self.storage.readiness)
         await self.load_catalog()
         for sink in self.pipeline.sinks:
             await sink.start()
+            self._started.append(sink)
         for component in self.components:
             await component.start()
+            self._started.append(component)
         self._ticker = asyncio.create_task(self._tick_loop(), name="gatewatch-ticker")
         self.accepting = True
         self.ready = True
@@ -268,15 +296,22 @@ class GatewatchApp:
                  len(self.components))
 
     async def _tick_loop(self) -> None:
+        counted = 0  # of tracker.recovered, which only grows: the counter follows it by its increase
         while True:
             await asyncio.sleep(1.0)
             try:
                 self.pipeline.tick()
-                self.metrics.recovered_requests._value.set(self.tracker.recovered)  # mirror, not inc
+                recovered = self.tracker.recovered
+                if recovered > counted:
+                    self.metrics.recovered_requests.inc(recovered - counted)
+                    counted = recovered
             except Exception:
                 log.exception("pipeline tick failed")
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float | None = None) -> None:
+        """Stop what start() started, in reverse, sources first and then a pipeline flush;
+        by `deadline` (time.monotonic()) when given: a component still stopping then is
+        cut off, and the rest still get their turn."""
         if self._stopped:
             return
         self._stopped = True
@@ -288,23 +323,29 @@ class GatewatchApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         # sources first (they may still publish), then flush, then everyone else
-        sources = [c for c in self.components if getattr(c, "is_source", False)]
-        others = [c for c in self.components if not getattr(c, "is_source", False)]
-        for component in reversed(sources):
-            await self._stop_one(component)
+        started = list(reversed(self._started))
+        self._started.clear()
+        sources = [c for c in started if any(c is s for s in self.sources)]
+        for component in sources:
+            await self._stop_one(component, deadline)
         self.pipeline.flush()
-        for component in reversed(others):
-            await self._stop_one(component)
-        for sink in reversed(self.pipeline.sinks):
-            await self._stop_one(sink)
-        await self._stop_one(self.state)
+        for component in started:
+            if not any(component is s for s in sources):
+                await self._stop_one(component, deadline)
         log.info("gatewatch stopped")
 
-    async def _stop_one(self, component: Any) -> None:
+    async def _stop_one(self, component: Any, deadline: float | None) -> None:
+        name = getattr(component, "name", component)
         try:
-            await component.stop()
+            if deadline is None:
+                await component.stop()
+                return
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await component.stop()
+        except TimeoutError:
+            log.error("stopping %s did not finish within the shutdown grace; cut off", name)
         except Exception:
-            log.exception("stopping %s failed", getattr(component, "name", component))
+            log.exception("stopping %s failed", name)
 
     async def reload(self, new_config: Config) -> None:
         """Apply a new config (SIGHUP, POST /-/reload): each feature takes what it can."""
@@ -331,9 +372,8 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     await runner.setup()
     site = web.TCPSite(runner, host or config.server.host, config.server.port if port is None else port)
     await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None)  # an asyncio.Server; typed as AbstractServer
-    bound = sockets[0].getsockname()[1] if sockets else port
+    addresses = runner.addresses  # (host, port, ...) of each listening socket
+    bound = addresses[0][1] if addresses else port
     log.info("listening on %s:%s", host or config.server.host, bound)
     if started is not None:
         started(int(bound or 0))
@@ -358,13 +398,15 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
         loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError, AttributeError):
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(do_reload()))
-    gw.reload_requested = do_reload  # type: ignore[attr-defined]
+    gw.reload_requested = do_reload
     await stop.wait()
     log.info("shutting down (grace %.0fs)", config.server.shutdown_grace)
     gw.accepting = False  # new requests on open keep-alive connections get 503
     await site.stop()  # no new connections
     if not await gw.drain(min(5.0, config.server.shutdown_grace / 3)):
         log.warning("%d request(s) still in progress after the drain; they are cut off", gw.inflight)
+    # the app's stop (run by runner.cleanup) shares the grace: each component gets what is left
+    gw._stop_deadline = time.monotonic() + config.server.shutdown_grace
     try:
         await asyncio.wait_for(runner.cleanup(), timeout=config.server.shutdown_grace)
     except TimeoutError:

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from agent import __version__
-from agent.config import Config, ConfigError, load_config
+from agent.config import Config, load_config
+from agent.configtypes import ConfigError
 
 # modules that add verbs: each has register(subparsers) -> None
 COMMAND_MODULES: list[str] = ["agent.sinks.cloudwatch_cli", "agent.alerts.cli", "agent.rules.cli",
@@ -72,7 +73,7 @@ async def _deep_check(config: Config) -> list[str]:
     for dep in app.catalog:
         lines.append(f"  {dep.id}: account={dep.aws_account or '-'} region={dep.aws_region or '-'}"
                      f" ({dep.attribution or 'not attributed'})")
-    for check in getattr(app, "config_checks", []):
+    for check in app.config_checks:
         lines.extend(check())
     return lines
 

@@ -19,10 +19,10 @@ from agent.configtypes import ByteSize, ConfigError, Duration, Secret, build, in
 from agent.console.config import ConsoleConfig
 from agent.otel.config import OtelConfig
 from agent.quotas.config import QuotasConfig
-from agent.refresh import RefreshConfig
-from agent.rules.settings import RuleEngineConfig
-from agent.sinks.cloudwatch import CloudWatchConfig
-from agent.sources.tail.settings import TailConfig
+from agent.refresh.config import RefreshConfig
+from agent.rules.config import RuleEngineConfig
+from agent.sinks.config import CloudWatchConfig
+from agent.sources.tail.config import TailConfig
 from agent.state.config import StateConfig
 
 OPTIONAL_LABELS = ("hashed_api_key", "user", "end_user", "user_email", "client_ip", "user_agent")
@@ -173,4 +173,4 @@ def read_text(location: str) -> str:
         raise ConfigError("", f"cannot read: {exc.strerror}", location) from None
 
 
-__all__ = ["Config", "ConfigError", "Duration", "Secret", "load_config", "parse_config", "read_text"]
+__all__ = ["Config", "load_config", "parse_config", "read_text"]

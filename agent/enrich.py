@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -340,3 +341,13 @@ def host_port(api_base: str) -> tuple[str, int | None]:
     if port is None and parsed.scheme in ("http", "https"):
         port = 443 if parsed.scheme == "https" else 80
     return parsed.hostname or "", port
+
+
+async def task_identity() -> str:
+    """Which task this sidecar runs in, for pages about this task's own proxy: on ECS the
+    task ARN (from `$ECS_CONTAINER_METADATA_URI_V4`), elsewhere the host name (a container's
+    host name is its id)."""
+    task = await ecs_task_metadata()
+    if task and isinstance(task.get("TaskARN"), str) and task["TaskARN"]:
+        return str(task["TaskARN"])
+    return socket.gethostname() or "unknown"

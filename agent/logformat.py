@@ -16,7 +16,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.logsetup import redact
+from agent.redact import redact
 
 # attributes every LogRecord has: anything else on a record came from `extra=`
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}

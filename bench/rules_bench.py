@@ -24,9 +24,9 @@ import statistics
 import time
 
 from agent.events import Event, Kind
+from agent.rules.config import RuleEngineConfig
 from agent.rules.engine import RuleEngine
-from agent.rules.model import build_rule_set
-from agent.rules.settings import RuleEngineConfig
+from agent.rules.schema import build_rule_set
 from agent.rules.testing import MemoryState
 from bench.results import record
 

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from agent.parse.logs import LogParser
-from agent.sources.tail.settings import TailConfig
-from agent.sources.tail.watcher import Batch, Tailer
+from agent.sources.tail.config import TailConfig
+from agent.sources.tail.watcher import TailBatch, Tailer
 from bench.results import record
 
 COMMAND = ".venv/bin/python -m bench.tail_bench"
@@ -95,7 +95,7 @@ def tail_file(lines: list[bytes], parser: LogParser | None, rotate: bool) -> tup
         seen = {"lines": 0, "events": 0}
         done = threading.Event()
 
-        def emit(batch: Batch) -> None:
+        def emit(batch: TailBatch) -> None:
             seen["lines"] += batch.lines
             seen["events"] += len(batch.events)
             if seen["lines"] >= len(lines):

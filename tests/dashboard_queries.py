@@ -35,8 +35,8 @@ VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 # the feature is not wired into gatewatch (see feature_present); names as agreed in the
 # coordination notes of issue 8.
 FEATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "log tail": (("gatewatch_tail_",), ("agent.sources.tail", "agent.sources.watch")),
-    "health polling": (("gatewatch_health_poll",), ("agent.sources.health", "agent.sources.watch")),
+    "log tail": (("gatewatch_tail_",), ("agent.sources.tail", "agent.sources.feature")),
+    "health polling": (("gatewatch_health_poll",), ("agent.sources.health", "agent.sources.feature")),
     "rules": (("gatewatch_alerts", "gatewatch_rule_", "gatewatch_rules_", "gatewatch_budget_"), ("agent.rules",)),
     "alert delivery": (("gatewatch_notifications", "gatewatch_outbox_", "gatewatch_dead_letters"),
                        ("agent.alerts.service", "agent.alerts.outbox", "agent.alerts.notify")),

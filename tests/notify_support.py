@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from agent.alerts.model import Alert
+from agent.alert import Alert
 from tests.conftest import ROOT, free_port
 
 

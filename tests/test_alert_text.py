@@ -17,9 +17,9 @@ from agent.alerts.templates.webhook import webhook_payload
 from agent.alerts.units import with_unit
 from agent.enrich import Catalog
 from agent.events import Event, Kind
+from agent.rules.config import RuleEngineConfig
 from agent.rules.engine import RuleEngine
 from agent.rules.loader import load_rule_set
-from agent.rules.settings import RuleEngineConfig
 from agent.rules.testing import MemoryState
 
 T0 = 1_800_000_000.0
@@ -139,7 +139,7 @@ async def test_task_local_alerts_name_the_task_and_link_dashboard_and_runbook():
 
 
 def test_global_alerts_name_no_task():
-    from agent.alerts.model import Alert
+    from agent.alert import Alert
     from agent.rules.state import ActiveAlert, to_alert
 
     a = ActiveAlert(key=("x",), labels={"alertname": "A"}, state="firing", active_at=T0, value=1.0, last_true=T0)

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent import cli
-from agent.logsetup import RedactingFilter
+from agent.redact import RedactingFilter
 from tests.notify_support import until
 
 TOKEN = "api-test-token-4242"
@@ -165,7 +165,7 @@ async def test_cli_silence_add_list_expire(gatewatch_server: Any, receiver: Loca
 async def test_dead_letters_api_masks_targets(gatewatch_server: Any, tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    caplog.handler.addFilter(RedactingFilter())  # as on gatewatch's own log handler (logsetup.configure)
+    caplog.handler.addFilter(RedactingFilter())  # as on gatewatch's own log handler (agent.logsetup.configure)
     broken = await LocalReceiver(status=400).start()
     try:
         gw, base = await gatewatch_server(config(broken, tmp_path / "state"))

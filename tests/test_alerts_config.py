@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from agent.alerts.config import NotifyConfig, RouteConfig, mask_url
-from agent.config import ConfigError, load_config, parse_config
+from agent.config import load_config, parse_config
+from agent.configtypes import ConfigError
 
 SLACK = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
 TEAMS_OLD = "https://contoso.webhook.office.com/webhookb2/3c9a2d1e-aaaa@b/IncomingWebhook/0f9e8d7c6b5a/1d2c3b4a"

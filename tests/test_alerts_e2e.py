@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agent.alerts.model import fingerprint
+from agent.alert import fingerprint
 from tests.conftest import FIXTURES, load_capture
 from tests.notify_support import ReceiverProcess, fixture_rate_limited_alerts, until
 

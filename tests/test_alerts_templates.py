@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from agent.alerts.matchers import MatcherError, parse_matcher, parse_matchers
 from agent.alerts.notification import AlertItem, Notification, common
 from agent.alerts.templates import body, fmt_duration, fmt_value, render, title
 from agent.alerts.templates.webhook import webhook_payload
 from agent.alerts.timeintervals import TimeIntervalConfig, TimeRangeConfig, compile_interval
+from agent.matchers import MatcherError, parse_matcher, parse_matchers
 
 T0 = 1_750_000_000.0
 

@@ -223,7 +223,8 @@ async def test_long_label_values_are_cut_and_counted(gatewatch_server):
 
 # -- H. config errors --------------------------------------------------------------------------
 def test_env_values_are_never_echoed_in_config_errors():
-    from agent.config import ConfigError, parse_config
+    from agent.config import parse_config
+    from agent.configtypes import ConfigError
 
     secret = "xoxb-very-secret-token-1234"
     for data in ({"server": {"port": "${SLACK_TOKEN}"}},
@@ -237,7 +238,8 @@ def test_env_values_are_never_echoed_in_config_errors():
 
 
 def test_the_unknown_key_hint_offers_only_real_keys():
-    from agent.config import ConfigError, parse_config
+    from agent.config import parse_config
+    from agent.configtypes import ConfigError
 
     with pytest.raises(ConfigError) as info:
         parse_config({"sever": {}}, "gw.yaml")

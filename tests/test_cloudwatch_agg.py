@@ -7,19 +7,20 @@ import random
 
 import pytest
 
-from agent.config import ConfigError, parse_config
+from agent.config import parse_config
+from agent.configtypes import ConfigError
 from agent.enrich import Enricher, catalog_from_config_text
 from agent.events import Event, Kind
 from agent.parse.litellm import decode_body
 from agent.sinks.cloudwatch_agg import (
     COUNTER_METRICS,
-    DEFAULT_DIMENSION_SETS,
     OVERFLOW,
     Aggregator,
     Distribution,
     Interval,
     clean_dimension_value,
 )
+from agent.sinks.config import DEFAULT_DIMENSION_SETS
 from tests.cloudwatch_support import fixture_bodies, grand_totals, raw_items, raw_totals_by_model_group
 from tests.conftest import FIXTURES
 

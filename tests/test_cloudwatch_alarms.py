@@ -15,10 +15,10 @@ import yaml
 
 from agent.cli import main
 from agent.enrich import catalog_from_config_text
-from agent.sinks.cloudwatch_agg import DEFAULT_DIMENSION_SETS
-from agent.sinks.cloudwatch_alarms import alarms_for_rules, alarms_to_cloudformation, plan_alarms
+from agent.rules.exports.cloudwatch import alarms_for_rules, alarms_to_cloudformation, plan_alarms
 from agent.sinks.cloudwatch_cli import load_rule_groups
 from agent.sinks.cloudwatch_dashboard import dashboard_body
+from agent.sinks.config import DEFAULT_DIMENSION_SETS
 from tests.conftest import FIXTURES, ROOT, free_port
 
 RULES = yaml.safe_load("""
@@ -172,8 +172,8 @@ def test_fleet_percentile_with_an_empty_dimension_set():
 
 
 def test_the_rule_models_objects_and_raw_dicts_give_the_same_alarms(catalog):
-    from agent.rules.export import raw_groups
-    from agent.rules.model import build_rule_set
+    from agent.rules.exports.prometheus import raw_groups
+    from agent.rules.schema import build_rule_set
 
     rule_set = build_rule_set([("pack.yaml", yaml.safe_dump(RULES))])
     assert len(rule_set) == sum(len(g["rules"]) for g in RULES["groups"])  # the rule engine accepts them all

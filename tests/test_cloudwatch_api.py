@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 from agent.config import parse_config
 from agent.events import Event, Kind
 from agent.sinks.cloudwatch import CloudWatchSink
-from agent.sinks.cloudwatch_agg import DEFAULT_DIMENSION_SETS, Aggregator
+from agent.sinks.cloudwatch_agg import Aggregator
 from agent.sinks.cloudwatch_api import MAX_BYTES_PER_CALL, batches
+from agent.sinks.config import DEFAULT_DIMENSION_SETS
 from agent.sources.callbacks import EVENTS_ROUTE
 from tests.cloudwatch_support import fixture_bodies, gateway_config, grand_totals, raw_totals_by_model_group
 from tests.conftest import free_port

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent.config import ConfigError, parse_config
+from agent.config import parse_config
+from agent.configtypes import ConfigError
 from agent.events import Event, Kind
 from agent.sinks.cloudwatch import CloudWatchSink
-from agent.sinks.cloudwatch_agg import DEFAULT_DIMENSION_SETS, Aggregator
+from agent.sinks.cloudwatch_agg import Aggregator
 from agent.sinks.cloudwatch_emf import emf_lines
+from agent.sinks.config import DEFAULT_DIMENSION_SETS
 from tests.cloudwatch_support import check_emf_line, emf_totals, grand_totals, raw_totals_by_model_group
 from tests.conftest import free_port
 from tests.test_cloudwatch_agg import replayed_events

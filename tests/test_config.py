@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import ConfigError, load_config, parse_config
-from agent.configtypes import Secret, parse_duration, parse_size
+from agent.config import load_config, parse_config
+from agent.configtypes import ConfigError, Secret, parse_duration, parse_size
 
 
 def test_embedded_defaults():

@@ -136,7 +136,8 @@ async def test_catalog_from_s3_through_the_running_app(moto_s3, lab_environ, gat
 
 async def test_missing_s3_object_fails_start_with_the_url(moto_s3):
     from agent.app import GatewatchApp
-    from agent.config import ConfigError, parse_config
+    from agent.config import parse_config
+    from agent.configtypes import ConfigError
 
     boto3.client("s3", endpoint_url=moto_s3).create_bucket(Bucket="litellm-config")
     app = GatewatchApp(parse_config({"litellm": {"config": "s3://litellm-config/missing.yaml"}}))

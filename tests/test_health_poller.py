@@ -229,7 +229,7 @@ def check_wired(text: str, body: dict) -> None:
 
 def test_check_config_lines_name_files_and_never_the_key(tmp_path):
     from agent.config import parse_config
-    from agent.sources.watch import check_lines
+    from agent.sources.feature import check_lines
 
     (tmp_path / "proxy.log").touch()
     (tmp_path / "proxy.log.1").touch()

@@ -18,9 +18,9 @@ import pytest
 
 from agent.enrich import Catalog
 from agent.parse.webhook import alert_to_event
+from agent.rules.config import RuleEngineConfig
 from agent.rules.engine import RuleEngine
 from agent.rules.loader import load_rule_set
-from agent.rules.settings import RuleEngineConfig
 from agent.rules.testing import MemoryState
 from tests.conftest import load_capture
 from tests.notify_support import ReceiverProcess, until

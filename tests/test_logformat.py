@@ -14,9 +14,10 @@ import urllib.request
 import pytest
 import yaml
 
-from agent.config import ConfigError, parse_config
+from agent.config import parse_config
+from agent.configtypes import ConfigError
 from agent.logformat import JsonFormatter
-from agent.logsetup import register_secret
+from agent.redact import register_secret
 from tests.conftest import ROOT, free_port
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from agent.events import Kind
-from agent.parse.logs import DISPATCH_CHARS, EXCEPTION_STATUS, PATTERNS, LogParser, error_class_of
+from agent.parse.logpatterns import DISPATCH_CHARS, EXCEPTION_STATUS, PATTERNS
+from agent.parse.logs import LogParser, error_class_of
 from tests.conftest import FIXTURES, capture_items
 from tests.promtext import samples, total
 

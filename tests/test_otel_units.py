@@ -10,7 +10,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 
-from agent.config import ConfigError, parse_config
+from agent.config import parse_config
+from agent.configtypes import ConfigError
 from agent.events import Event, Kind
 from agent.otel.config import enabled_by_env, parse_key_values, resolve
 from agent.otel.content import capped_json, content_attributes, input_messages, output_messages

@@ -10,9 +10,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from agent.enrich import Catalog
+from agent.rules.config import RuleEngineConfig
 from agent.rules.engine import RuleEngine
 from agent.rules.loader import load_rule_set
-from agent.rules.settings import RuleEngineConfig
 from agent.rules.testing import MemoryState
 from agent.sources.health import HealthPoller, PollSettings
 from tests.test_health_poller import proxy  # noqa: F401  (the fake proxy fixture)
@@ -121,7 +121,7 @@ async def test_the_task_is_the_ecs_task_arn_from_the_metadata_endpoint(monkeypat
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    from agent.sources.task import task_identity
+    from agent.enrich import task_identity
     from tests.conftest import free_port
 
     arn = "arn:aws:ecs:eu-west-1:222222222222:task/prod/9f1c"

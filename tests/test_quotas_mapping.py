@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import ConfigError, parse_config
+from agent.config import parse_config
+from agent.configtypes import ConfigError
 from agent.events import Event, Kind
 from agent.parse.litellm import decode_body
 from agent.quotas.mapping import (
@@ -16,7 +17,7 @@ from agent.quotas.mapping import (
     model_ref,
 )
 from agent.quotas.service import QuotaService
-from agent.quotas.usage import Target, UsageRecorder
+from agent.quotas.usage import QuotaTarget, UsageRecorder
 from tests.conftest import load_capture
 
 
@@ -119,7 +120,7 @@ def _event(t: float, **kw) -> Event:
 async def test_usage_views_burndown_and_reservations():
     sonnet4 = ModelTable.load().lookup("anthropic.claude-sonnet-4-20250514-v1:0")
     rec = UsageRecorder()
-    rec.targets = {"d1": Target("1|r|m|on_demand", sonnet4)}
+    rec.targets = {"d1": QuotaTarget("1|r|m|on_demand", sonnet4)}
     t = 1_800_000_000.0  # on a minute boundary + 0
     rec.handle([_event(t + 10, max_tokens=200),  # completed 100 + 50x5, reserved 100 + 200x5
                 _event(t + 20),  # no max_tokens: reserves 64000 x 5

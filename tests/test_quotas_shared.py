@@ -12,7 +12,7 @@ import pytest
 from agent.config import parse_config
 from agent.events import Event, Kind
 from agent.quotas.mapping import ModelTable
-from agent.quotas.usage import Target, UsageRecorder
+from agent.quotas.usage import QuotaTarget, UsageRecorder
 from agent.state.redis import RedisState
 from tests.redis_support import RedisServer, requires_redis
 
@@ -39,7 +39,7 @@ async def test_two_tasks_see_the_sum_of_their_use(redis_server, tmp_path):
     for state in states:
         await state.start()
         rec = UsageRecorder(state)
-        rec.targets = {"d": Target("444444444444|eu-central-1|m|on_demand", info)}
+        rec.targets = {"d": QuotaTarget("444444444444|eu-central-1|m|on_demand", info)}
         recorders.append(rec)
     try:
         now = time.time()

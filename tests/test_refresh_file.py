@@ -12,8 +12,9 @@ import yaml
 from aiohttp.test_utils import TestServer
 
 from agent.app import GatewatchApp
-from agent.config import Config, ConfigError, load_config
-from agent.refresh import rules_fingerprint
+from agent.config import Config, load_config
+from agent.configtypes import ConfigError
+from agent.refresh.refresher import rules_fingerprint
 from tests.conftest import FIXTURES, free_port
 from tests.test_refresh_s3 import checks, metric, reloads, until
 

@@ -18,7 +18,8 @@ import yaml
 from aiohttp.test_utils import TestServer
 
 from agent.app import GatewatchApp
-from agent.config import Config, ConfigError, load_config, read_text
+from agent.config import Config, load_config, read_text
+from agent.configtypes import ConfigError
 from agent.parse.litellm import decode_body
 from agent.s3 import list_s3_keys
 from tests.conftest import FIXTURES, capture_items, free_port

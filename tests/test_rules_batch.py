@@ -16,13 +16,13 @@ from prometheus_client.exposition import generate_latest
 from agent.enrich import Catalog, Enricher
 from agent.events import Event, Kind
 from agent.parse.litellm import decode_body
-from agent.rules.batch import Batch
+from agent.rules.batch import BatchMemo
 from agent.rules.budget import OVERFLOW, BudgetRule
+from agent.rules.config import RuleEngineConfig
 from agent.rules.engine import RuleEngine
 from agent.rules.evaluate import CompiledRule
 from agent.rules.loader import load_rule_set
-from agent.rules.model import build_rule_set
-from agent.rules.settings import RuleEngineConfig
+from agent.rules.schema import build_rule_set
 from agent.rules.signals import BATCH_EXTRACT
 from agent.rules.testing import MemoryState
 from agent.state.local import LocalState
@@ -342,7 +342,7 @@ async def test_the_flush_admits_new_label_sets_only_while_the_stored_hash_has_ro
     state = MemoryState()
     key = budget.state_key(budget.period.id)
     await state.incr_many(key, {json.dumps([f"s{i}"]): 1.0 for i in range(CAP - 3)})
-    budget.observe_batch(Batch([Event(Kind.REQUEST, T0, key_alias=f"n{i}", cost_usd=0.5) for i in range(10)]))
+    budget.observe_batch(BatchMemo([Event(Kind.REQUEST, T0, key_alias=f"n{i}", cost_usd=0.5) for i in range(10)]))
     assert budget.dropped == 0  # nothing known yet: every key tracked locally
     await budget.sync(state, T0)
     stored = await state.get_counters(key)

@@ -10,10 +10,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from agent.alerts.model import Alert, fingerprint
+from agent.alert import Alert, fingerprint
 from agent.events import Event, Kind
+from agent.rules.config import RuleEngineConfig
 from agent.rules.engine import RuleEngine
-from agent.rules.settings import RuleEngineConfig
 from agent.state.local import LocalState
 from tests.promtext import samples
 

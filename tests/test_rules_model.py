@@ -10,8 +10,10 @@ import pytest
 from agent.cli import main
 from agent.events import Event, Kind
 from agent.rules.loader import default_rules_dir, expand, load_rule_set
-from agent.rules.model import RuleSetError, build_rule_set, parse_matcher, parse_values
+from agent.rules.model import RuleSetError, parse_matcher
+from agent.rules.schema import build_rule_set
 from agent.rules.template import Template, humanize, humanize_duration, humanize_percentage
+from agent.rules.values import parse_values
 
 ISSUE_EXAMPLE = """\
 groups:

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import yaml
 
-from agent.alerts.model import Alert
+from agent.alert import Alert
 from agent.parse.litellm import decode_body
 from agent.replay import ReplayStats, events_from_file
 from tests.conftest import FIXTURES, ROOT, free_port, load_capture
@@ -369,7 +369,8 @@ async def test_sighup_reloads_rules_of_a_running_sidecar(tmp_path):
 
 async def test_a_bad_rule_file_stops_the_start_with_its_location(tmp_path):
     from agent.app import GatewatchApp
-    from agent.config import ConfigError, parse_config
+    from agent.config import parse_config
+    from agent.configtypes import ConfigError
 
     bad = tmp_path / "bad.yml"
     bad.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        signal: errors\n        above: 1\n"

@@ -12,8 +12,8 @@ import pytest
 from agent.enrich import Catalog, Deployment
 from agent.events import Event, Kind
 from agent.rules.evaluate import CompiledRule
-from agent.rules.model import build_rule_set
-from agent.rules.windows import LocalWindow
+from agent.rules.schema import build_rule_set
+from agent.state.windows import LocalWindow
 
 
 def compile_rule(body: str) -> CompiledRule:

@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 
 from agent.config import parse_config
 from agent.configtypes import ConfigError
-from agent.state.increments import ADD, LATEST, MAX, MIN, SET, Batch, IncrementQueue, KeyOps
-from agent.state.redis import RedisState, StateUnavailable
+from agent.state.base import StateUnavailable
+from agent.state.increments import ADD, LATEST, MAX, MIN, SET, IncrementBatch, IncrementQueue, KeyOps
+from agent.state.redis import RedisState
 from tests.notify_support import until
 from tests.redis_support import RedisServer, requires_redis, self_signed
 
@@ -157,13 +158,13 @@ async def test_a_batch_retried_after_a_lost_answer_is_applied_once(redis_server:
     state = make_state(redis_server.url, tmp_path)
     await state.start()
     try:
-        batch = Batch(state.instance, 1, {state.key("ctr", "x"): KeyOps({"f": [ADD, 1.5]}, 60.0)})
-        later = Batch(state.instance, 2, {state.key("ctr", "x"): KeyOps({"f": [ADD, 2.0]}, 60.0)})
+        batch = IncrementBatch(state.instance, 1, {state.key("ctr", "x"): KeyOps({"f": [ADD, 1.5]}, 60.0)})
+        later = IncrementBatch(state.instance, 2, {state.key("ctr", "x"): KeyOps({"f": [ADD, 2.0]}, 60.0)})
         assert await state._execute([batch], []) == ([1], [])
         # the answer was lost: the client retries the same batch, followed by a newer one
         assert await state._execute([batch, later], [state.key("ctr", "x")]) == ([0, 1], [{"f": "3.5"}])
         assert await state._execute([later], []) == ([0], [])
-        other = Batch("other-process", 1, {state.key("ctr", "x"): KeyOps({"f": [ADD, 1.0]}, 60.0)})
+        other = IncrementBatch("other-process", 1, {state.key("ctr", "x"): KeyOps({"f": [ADD, 1.0]}, 60.0)})
         assert await state._execute([other], []) == ([1], [])  # sequence numbers are per process
         assert redis_server.client().hget("gatewatch:ctr:{x}", "f") == "4.5"
     finally:

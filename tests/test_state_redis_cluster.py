@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from agent.config import parse_config
 from agent.configtypes import ConfigError
-from agent.state.redis import RedisState, StateUnavailable
+from agent.state.base import StateUnavailable
+from agent.state.redis import RedisState
 from agent.state.slots import group_by_tag, hash_tag
 from tests.notify_support import until
 from tests.redis_cluster_support import REDIS_CLI, RedisClusterServer

@@ -19,9 +19,9 @@ import pytest
 
 from agent.config import parse_config
 from agent.events import Event, Kind
+from agent.rules.config import RuleEngineConfig
 from agent.rules.engine import RuleEngine
 from agent.rules.evaluate import CompiledRule
-from agent.rules.settings import RuleEngineConfig
 from agent.rules.testing import MemoryState
 from agent.state.redis import RedisState
 from agent.state.shared_window import SharedWindow, shared_window_factory

@@ -18,10 +18,10 @@ from prometheus_client.exposition import generate_latest
 
 from agent.events import Kind
 from agent.sources.tail.checkpoint import Checkpoints
+from agent.sources.tail.config import TailConfig
 from agent.sources.tail.fingerprint import file_key, first_line_hash
-from agent.sources.tail.settings import TailConfig
 from agent.sources.tail.source import TailSource
-from agent.sources.tail.watcher import Batch, Tailer
+from agent.sources.tail.watcher import TailBatch, Tailer
 from tests.conftest import FIXTURES
 from tests.promtext import total
 from tests.tail_support import RecordingParser, async_wait_until, fixture_lines
@@ -46,7 +46,7 @@ class Stepper:
 
     def __init__(self, pattern: str, checkpoint=None, **kw) -> None:
         self.parser = RecordingParser()
-        self.batches: list[Batch] = []
+        self.batches: list[TailBatch] = []
         self.tailer = Tailer([pattern], settings(**kw), checkpoint, self.batches.append, self.parser)
 
     def step(self, times: int = 2) -> list[bytes]:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from agent.events import Kind
-from agent.sources.tail.settings import TailConfig
+from agent.sources.tail.config import TailConfig
 from agent.sources.tail.source import TailSource
 from tests.promtext import total
 from tests.tail_support import SEQ_RE, RecordingParser, async_wait_until, fixture_lines

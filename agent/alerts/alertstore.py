@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agent.alerts.model import Alert, AlertReceiver
+from agent.alert import Alert, AlertReceiver
 
 DEFAULT_RESOLVE_TIMEOUT = 300.0
 MAX_ALERTS = 20000  # beyond this the least recently updated alert is forgotten (and counted)

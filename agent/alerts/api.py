@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from agent.alerts.model import Alert
+from agent.alert import Alert
 from agent.alerts.silences import SilenceError, parse_time, silence_from_request
 from agent.alerts.templates import title
 from agent.parse import safejson

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from agent import __version__
+from agent.alert import Alert
 from agent.alerts.alertstore import AlertStore, StoredAlert
-from agent.alerts.matchers import Matcher, MatcherError, matches_all, parse_matchers
-from agent.alerts.model import Alert
 from agent.alerts.silences import Silence, SilenceError, SilenceStore, iso, parse_time, silence_from_request
+from agent.matchers import Matcher, MatcherError, matches_all, parse_matchers
 
 if TYPE_CHECKING:
     from agent.alerts.router import Router

@@ -136,7 +136,8 @@ def _notify_test_local(args: argparse.Namespace) -> int:
 
     from agent.alerts.notify import Notifier
     from agent.alerts.service import send_test
-    from agent.config import ConfigError, load_config
+    from agent.config import load_config
+    from agent.configtypes import ConfigError
 
     try:
         config = load_config(args.config)

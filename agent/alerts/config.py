@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.alerts.matchers import MatcherError, parse_matcher
 from agent.alerts.timeintervals import MuteTimeIntervalConfig
 from agent.configtypes import ConfigError, Duration, Secret, build
+from agent.matchers import MatcherError, parse_matcher
 
 TEAMS_RETIRED = (
     "Microsoft retired Office 365 connectors (msteams://, *.webhook.office.com); create a Teams Workflow "

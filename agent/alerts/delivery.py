@@ -79,10 +79,12 @@ class Delivery:
             if event is not None:
                 event.set()
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Send what is due now (up to `grace`), then stop; rows in backoff stay in the outbox."""
+    async def stop(self, deadline: float | None = None) -> None:
+        """Send what is due now (until `deadline`, the loop's clock; 5 s from now when not
+        given), then stop; rows in backoff stay in the outbox."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
+        if deadline is None:
+            deadline = loop.time() + 5.0
         self.kick()
         while loop.time() < deadline and not self._stopping:
             due = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from agent.alerts.model import Alert
+from agent.alert import Alert
 
 log = logging.getLogger("gatewatch.alerts")
 

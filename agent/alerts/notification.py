@@ -22,7 +22,7 @@ class AlertItem:
     ends_at: float | None = None
     value: float | None = None
     fingerprint: str = ""
-    # issue 18 (see agent/alerts/model.py Alert): unit of `value`, and on resolve how long the
+    # issue 18 (see agent/alert.py Alert): unit of `value`, and on resolve how long the
     # condition held, how long keep_firing_for kept it after, whether it resolved without data;
     # the task a `scope: local` alert comes from
     unit: str = ""

@@ -33,7 +33,7 @@ from agent.alerts.escape import for_channel, json_safe
 from agent.alerts.notification import Notification
 from agent.alerts.templates import render, template_path
 from agent.alerts.templates.webhook import webhook_payload
-from agent.logsetup import register_secret
+from agent.redact import register_secret
 
 log = logging.getLogger(__name__)
 

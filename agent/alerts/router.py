@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from agent.alert import Alert
 from agent.alerts.config import InhibitRuleConfig, NotifyConfig, ReceiverConfig, RouteConfig
-from agent.alerts.matchers import Matcher, matches_all, parse_matcher
-from agent.alerts.model import Alert
 from agent.alerts.notification import AlertItem, Notification, common, content_key, notification_id
 from agent.alerts.timeintervals import TimeIntervals
+from agent.matchers import Matcher, matches_all, parse_matcher
 
 DEFAULT_GROUP_WAIT = 30.0
 DEFAULT_GROUP_INTERVAL = 300.0
@@ -116,7 +116,7 @@ class _Entry:
 
 
 @dataclass
-class Group:
+class AggregationGroup:
     key: str
     route: Route
     labels: dict[str, str]
@@ -167,7 +167,7 @@ class Router:
         self.silenced_by = silenced_by or (lambda labels, now: [])
         self.on_change: Callable[[], None] | None = None  # wakes the flush loop when a new group appears
         self._lock = threading.Lock()
-        self.groups: dict[str, Group] = {}
+        self.groups: dict[str, AggregationGroup] = {}
         self.nflog: dict[str, NflogEntry] = {}
         self._firing: dict[str, tuple[dict[str, str], float]] = {}  # inhibition sources
         self.configure(config)
@@ -214,7 +214,7 @@ class Router:
                     if group is None:
                         if alert.state == "resolved" and not self._was_notified(route.receiver, key, fp):
                             continue  # never told anyone it fired: nothing to resolve
-                        group = Group(key, route, glabels, now, now + route.group_wait)
+                        group = AggregationGroup(key, route, glabels, now, now + route.group_wait)
                         self.groups[key] = group
                         woke = True
                     group.alerts[fp] = _Entry(alert, now)
@@ -297,7 +297,7 @@ class Router:
     def muted(self, labels: Mapping[str, str], fp: str, now: float) -> bool:
         return bool(self.silenced_by(labels, now)) or self._inhibited(labels, fp)
 
-    def _flush_group(self, group: Group, now: float) -> Planned | None:
+    def _flush_group(self, group: AggregationGroup, now: float) -> Planned | None:
         route = group.route
         receiver = self.receivers[route.receiver]
         firing = [(fp, e) for fp, e in group.alerts.items() if e.alert.state == "firing"]
@@ -371,7 +371,7 @@ class Router:
             item.window = alert.window
         return item
 
-    def _drop_resolved(self, group: Group, fps: frozenset[str] | set[str]) -> None:
+    def _drop_resolved(self, group: AggregationGroup, fps: frozenset[str] | set[str]) -> None:
         for fp in fps:
             entry = group.alerts.get(fp)
             if entry is not None and entry.alert.state == "resolved":

@@ -22,14 +22,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
+from agent.alert import Alert
 from agent.alerts.config import NotifyConfig
 from agent.alerts.delivery import Delivery
 from agent.alerts.metrics import NotifyMetrics
-from agent.alerts.model import Alert
 from agent.alerts.notification import AlertItem, Notification
 from agent.alerts.notify import Notifier, SendResult
 from agent.alerts.outbox import Outbox, OutboxFull, Row
@@ -38,7 +38,6 @@ from agent.alerts.silences import SilenceStore
 from agent.state.base import StateBackend, StateUnavailable
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
     from agent.config import Config
 
 log = logging.getLogger(__name__)
@@ -354,31 +353,3 @@ async def send_test(notifier: Notifier, receiver: str, now: float) -> list[tuple
     return [(t.masked, r) for t, r in zip(targets, results, strict=True)]
 
 
-def install(app: GatewatchApp) -> None:
-    """Replace the log receiver with the notify router when `notify.receivers` is configured."""
-    cfg: NotifyConfig | None = getattr(app.config, "notify", None)
-    if cfg is None or not cfg.enabled:
-        return
-    from agent.alerts.api import add_routes
-
-    lease = getattr(getattr(app.config, "state", None), "claim_ttl", None) or DEFAULT_LEASE
-    service = NotifyService(cfg, app.state, app.registry, app.config.state_dir, claim_lease=float(lease))
-    app.alert_receiver = service
-    app.add_component(service)
-    app.route_setups.append(lambda web_app: add_routes(web_app, service,
-                                                       receive=lambda alerts: app.alert_receiver.receive(alerts)))
-    app.reload_hooks.append(service.reload)
-    app.readiness_checks["notify"] = service.readiness
-    app.notify = service  # type: ignore[attr-defined]
-    checks: list[Any] | None = getattr(app, "config_checks", None)
-    if checks is None:
-        checks = []
-        app.config_checks = checks  # type: ignore[attr-defined]
-    checks.append(lambda: describe_receivers(service))
-
-
-def describe_receivers(service: NotifyService) -> list[str]:
-    lines = [f"notify: {len(service.config.receivers)} receiver(s)"]
-    for name, targets in service.notifier.by_receiver.items():
-        lines.append(f"  {name}: " + ", ".join(f"{t.kind} {t.masked}" for t in targets))
-    return lines

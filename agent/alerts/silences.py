@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.alerts.matchers import Matcher, MatcherError, parse_matcher_object
 from agent.configtypes import ConfigError, parse_duration
+from agent.matchers import Matcher, MatcherError, parse_matcher_object
 from agent.state.base import StateBackend
 
 log = logging.getLogger(__name__)

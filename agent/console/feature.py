@@ -1,4 +1,4 @@
-"""Feature hook: the Alertmanager API v2 and the console, wired into a GatewatchApp.
+"""Feature hook: the Alertmanager API v2 and the console, wired into a FeatureHost.
 
 Installed after the notify feature (so it can wrap whichever alert receiver that left
 in place) and before the rule engine (which looks the receiver up on every evaluation).
@@ -19,7 +19,7 @@ from agent.console.deployments import DeploymentStats
 from agent.console.security import ConsoleAuth
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
+    from agent.host import FeatureHost
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class SilenceLoader:
         return None
 
 
-def config_text(app: GatewatchApp) -> str:
+def config_text(app: FeatureHost) -> str:
     """The routing part of the config as Alertmanager YAML, without any URL or secret."""
     notify = getattr(app.config, "notify", None)
     if notify is None or not notify.enabled:
@@ -66,8 +66,8 @@ def config_text(app: GatewatchApp) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def install(app: GatewatchApp) -> None:
-    service = getattr(app, "notify", None)
+def install(app: FeatureHost) -> None:
+    service = app.notify
 
     def resolve_timeout() -> float:
         cfg = getattr(app.config, "notify", None)
@@ -95,14 +95,14 @@ def install(app: GatewatchApp) -> None:
                        ttl=lambda: float(app.config.console.session_ttl),
                        allow_unauthenticated_writes=lambda: bool(app.config.server.allow_unauthenticated_writes))
     app.middlewares.append(auth.middleware)
-    app.alert_store = store  # type: ignore[attr-defined]
+    app.alert_store = store
     if not app.config.console.enabled:
         return
     from agent.console.routes import ConsoleRoutes
 
     stats = DeploymentStats(app.catalog)
     app.add_sink(stats)
-    routes = ConsoleRoutes(api, stats, auth, engine=lambda: getattr(app, "rule_engine", None),
+    routes = ConsoleRoutes(api, stats, auth, engine=lambda: app.rule_engine,
                            notify=lambda: service, index_json=app.handle_index)
     app.route_setups.append(routes.add_to)
     app.root_handler = routes.index

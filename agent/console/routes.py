@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from agent.alert import fingerprint
 from agent.alerts.api_v2 import AlertmanagerApi
-from agent.alerts.model import fingerprint
 from agent.alerts.silences import iso
 from agent.console.deployments import DeploymentStats
 from agent.console.security import LOGIN, LOGOUT, ConsoleAuth

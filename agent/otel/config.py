@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import unquote, urlparse
 
 from agent.configtypes import ByteSize, ConfigError, Duration, Secret
@@ -28,7 +28,7 @@ SamplerName = Literal[
     "parentbased_always_off",
     "parentbased_traceidratio",
 ]
-SAMPLERS: tuple[str, ...] = SamplerName.__args__  # type: ignore[attr-defined]
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 DEFAULT_SERVICE_NAME = "litellm-proxy"
 
 
@@ -275,7 +275,7 @@ def _endpoint(cfg: OtelConfig, env: Mapping[str, str], signal: str, explicit: st
 
 
 def _headers(cfg: OtelConfig, env: Mapping[str, str], signal: str) -> dict[str, Secret]:
-    from agent.logsetup import register_secret
+    from agent.redact import register_secret
 
     headers: dict[str, Secret] = {}
     for name in ("OTEL_EXPORTER_OTLP_HEADERS", f"OTEL_EXPORTER_OTLP_{signal.upper()}_HEADERS"):

@@ -11,6 +11,7 @@ recorded: span sampling does not apply to metrics.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 from agent import __version__
@@ -111,10 +112,12 @@ class GenAiMetrics:
         if event.ttft is not None:
             self.first_chunk.record(event.ttft, base)
 
-    def shutdown(self, timeout: float) -> None:
-        """Export what was recorded, then stop (blocking: call it from a thread)."""
+    def stop(self, deadline: float) -> None:
+        """Export what was recorded by `deadline` (time.monotonic()), then stop (blocking:
+        call it from a thread)."""
+        timeout_millis = int(max(0.0, deadline - time.monotonic()) * 1000)
         try:
-            self.provider.force_flush(timeout_millis=int(timeout * 1000))
+            self.provider.force_flush(timeout_millis=timeout_millis)
         except Exception:
             log.warning("OTel metrics flush failed", exc_info=True)
-        self.provider.shutdown(timeout_millis=int(timeout * 1000))
+        self.provider.shutdown(timeout_millis=timeout_millis)

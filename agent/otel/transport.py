@@ -30,7 +30,7 @@ _GRPC_SERVICES = {
 
 
 @dataclass
-class SendResult:
+class ExportResult:
     ok: bool
     retryable: bool = False
     reason: str = ""  # short and safe to log/label: "http_503", "grpc_unavailable", "timeout", ...
@@ -39,7 +39,7 @@ class SendResult:
 
 
 class Sender(Protocol):
-    def send(self, body: bytes, timeout: float) -> SendResult: ...
+    def send(self, body: bytes, timeout: float) -> ExportResult: ...
 
     def close(self) -> None: ...
 
@@ -87,7 +87,7 @@ class HttpSender:
         self._pool = urllib3.PoolManager(num_pools=2, maxsize=2, retries=False, ca_certs=endpoint.certificate)
         self._urllib3 = urllib3
 
-    def send(self, body: bytes, timeout: float) -> SendResult:
+    def send(self, body: bytes, timeout: float) -> ExportResult:
         urllib3 = self._urllib3
         if self.compression == "gzip":
             body = gzip.compress(body, compresslevel=5)
@@ -98,15 +98,15 @@ class HttpSender:
             )
         except urllib3.exceptions.NewConnectionError as exc:  # (a subclass of ConnectTimeoutError)
             reason = "connection_refused" if "refused" in str(exc).lower() else "connection_error"
-            return SendResult(False, retryable=True, reason=reason)
+            return ExportResult(False, retryable=True, reason=reason)
         except urllib3.exceptions.TimeoutError:
-            return SendResult(False, retryable=True, reason="timeout")
+            return ExportResult(False, retryable=True, reason="timeout")
         except urllib3.exceptions.HTTPError:
-            return SendResult(False, retryable=True, reason="connection_error")
+            return ExportResult(False, retryable=True, reason="connection_error")
         status = response.status
         if 200 <= status < 300:
-            return SendResult(True, rejected=_rejected(response.data))
-        return SendResult(False, retryable=status in _RETRYABLE_HTTP, reason=f"http_{status}",
+            return ExportResult(True, rejected=_rejected(response.data))
+        return ExportResult(False, retryable=status in _RETRYABLE_HTTP, reason=f"http_{status}",
                           retry_after=_retry_after(response.headers.get("Retry-After")))
 
     def close(self) -> None:
@@ -138,7 +138,7 @@ class GrpcSender:
         self._metadata = tuple((key, str(value)) for key, value in endpoint.headers)
         self._compression = grpc.Compression.Gzip if endpoint.compression == "gzip" else None
 
-    def send(self, body: bytes, timeout: float) -> SendResult:
+    def send(self, body: bytes, timeout: float) -> ExportResult:
         grpc = self._grpc
         try:
             answer = self._export(body, timeout=timeout, metadata=self._metadata or None,
@@ -146,8 +146,8 @@ class GrpcSender:
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             name = code.name if code is not None else "UNKNOWN"
-            return SendResult(False, retryable=name in self._RETRYABLE, reason=f"grpc_{name.lower()}")
-        return SendResult(True, rejected=_rejected(answer))
+            return ExportResult(False, retryable=name in self._RETRYABLE, reason=f"grpc_{name.lower()}")
+        return ExportResult(True, rejected=_rejected(answer))
 
     def close(self) -> None:
         self._channel.close()

@@ -32,7 +32,8 @@ async def collect(config: Any) -> list[dict[str, Any]]:
     config.prometheus.process_metrics = False
     app = GatewatchApp(config)
     await app.load_catalog()
-    service = app.quotas  # type: ignore[attr-defined]
+    service = app.quotas
+    assert service is not None  # quotas.enabled was set above
     await service.refresh_limits()
     out = []
     for d in service.plan.deployments:
@@ -48,7 +49,8 @@ async def collect(config: Any) -> list[dict[str, Any]]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from agent.config import ConfigError, load_config
+    from agent.config import load_config
+    from agent.configtypes import ConfigError
 
     try:
         config = load_config(args.config)

@@ -10,13 +10,14 @@ from agent.quotas.service import QuotaService
 from agent.quotas.usage import UsageRecorder
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
     from agent.config import Config
+    from agent.host import FeatureHost
 
 
 def litellm_config_text(config: Config) -> str | None:
     """The proxy's config.yaml (blocking: a file or s3:// read), for the credentials of each deployment."""
-    from agent.config import ConfigError, read_text
+    from agent.config import read_text
+    from agent.configtypes import ConfigError
 
     if not config.litellm.config:
         return None
@@ -26,7 +27,7 @@ def litellm_config_text(config: Config) -> str | None:
         return None
 
 
-def install(app: GatewatchApp) -> None:
+def install(app: FeatureHost) -> None:
     config = app.config.quotas
     if not config.enabled:
         return
@@ -36,16 +37,14 @@ def install(app: GatewatchApp) -> None:
     app.add_sink(recorder)
     service = QuotaService(config, app.catalog, lambda: litellm_config_text(app.config),
                            app.pipeline.publish_attributed, recorder)
-    sink = getattr(app, "cloudwatch", None)  # installed before this feature (agent/features.py)
+    sink = app.cloudwatch  # installed before this feature (agent/features.py)
     if sink is not None:
         service.cloudwatch = sink.add_gauges
         service.cloudwatch_interval = float(app.config.cloudwatch.interval)
-    app.add_component(service)
+    app.add_source(service)  # it publishes Kind.QUOTA events
     app.registry.register(QuotaCollector(service))
-    if not hasattr(app, "config_checks"):
-        app.config_checks = []  # type: ignore[attr-defined]
-    app.config_checks.append(lambda: [  # type: ignore[attr-defined]
+    app.add_config_check(lambda: [
         f"quotas: on, Service Quotas every {config.refresh_interval:g}s, AWS/Bedrock metrics every "
         f"{config.account_usage_interval:g}s, {len(config.roles)} configured roles, "
         f"{len(config.models)} model overrides (`gatewatch quotas show` lists the matches)"])
-    app.quotas = service  # type: ignore[attr-defined]
+    app.quotas = service

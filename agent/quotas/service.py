@@ -28,7 +28,7 @@ from agent.quotas.credentials import SessionCache
 from agent.quotas.mapping import ListedQuota, MatchedQuota, ModelTable, match_quotas, quota_name_candidates
 from agent.quotas.plan import Plan, build_plan, litellm_params_by_id
 from agent.quotas.servicequotas import list_bedrock_quotas
-from agent.quotas.usage import VIEWS, Target, UsageRecorder
+from agent.quotas.usage import VIEWS, QuotaTarget, UsageRecorder
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,6 @@ class QuotaService:
     """Owns the quota loops; installed by agent/quotas/feature.py, read by the CLI and the collector."""
 
     name = "quotas"
-    is_source = True  # it publishes events: stopped before the pipeline flush
 
     def __init__(self, config: QuotasConfig, catalog: Catalog, config_text: Callable[[], str | None],
                  publish: Callable[[Sequence[Event]], None], recorder: UsageRecorder,
@@ -163,7 +162,7 @@ class QuotaService:
         fallback = self.catalog.fallback
         self.plan = build_plan(self.catalog, params, self.table, self.config.roles,
                                fallback.aws_account, fallback.aws_region)
-        self.recorder.targets = {d.deployment: Target(d.target_key, d.info) for d in self.plan.deployments
+        self.recorder.targets = {d.deployment: QuotaTarget(d.target_key, d.info) for d in self.plan.deployments
                                  if not d.problem}
         return self.plan
 

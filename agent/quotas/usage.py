@@ -31,7 +31,7 @@ HOUR_TTL = 26 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class QuotaTarget:
     """What a deployment's calls count against: one account/region/model/inference."""
 
     key: str  # account|region|model|inference
@@ -52,7 +52,7 @@ class UsageRecorder:
     name = "quota-usage"
 
     def __init__(self, state: Any = None) -> None:
-        self.targets: dict[str, Target] = {}  # deployment id -> target, rebuilt by the quota service
+        self.targets: dict[str, QuotaTarget] = {}  # deployment id -> target, rebuilt by the quota service
         self.shared = state if state is not None and hasattr(state, "enqueue") else None
         self.local: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.without_max_tokens: dict[str, float] = defaultdict(float)  # target key -> count
@@ -69,7 +69,7 @@ class UsageRecorder:
                 continue
             self.observe(e, target)
 
-    def observe(self, e: Event, target: Target) -> None:
+    def observe(self, e: Event, target: QuotaTarget) -> None:
         info = target.info
         burndown = info.output_burndown if info else 1.0
         throttled = e.rate_limited

@@ -7,15 +7,14 @@ exactly as SIGHUP does; the answer says what was kept/changed, or why nothing wa
 
 from __future__ import annotations
 
-import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from agent.alerts.model import fingerprint
-from agent.configtypes import ConfigError
+from agent.alert import fingerprint
 from agent.parse import safejson
 from agent.rules.budget import BudgetRule
 from agent.rules.state import ActiveAlert
@@ -28,8 +27,12 @@ ALERTS_ROUTE = "/api/v1/alerts"
 RELOAD_ROUTE = "/-/reload"
 
 
-def add_routes(app: web.Application, engine: RuleEngine) -> None:
-    api = RulesApi(engine)
+# reloads everything the app reloads; returns why a broken config was refused, or None
+ReloadAll = Callable[[], Awaitable[str | None]]
+
+
+def add_routes(app: web.Application, engine: RuleEngine, reload_all: ReloadAll | None = None) -> None:
+    api = RulesApi(engine, reload_all)
     app.router.add_get(RULES_ROUTE, api.rules)
     app.router.add_get(ALERTS_ROUTE, api.alerts)
     app.router.add_post(RELOAD_ROUTE, api.reload)
@@ -99,17 +102,10 @@ def rule_json(runtime: Runtime) -> dict[str, Any]:
     return out
 
 
-def _gatewatch(app: web.Application) -> Any:
-    try:
-        from agent.app import APP_KEY
-    except ImportError:  # an app without typed keys
-        return app.get("gatewatch")
-    return app.get(APP_KEY)
-
-
 class RulesApi:
-    def __init__(self, engine: RuleEngine) -> None:
+    def __init__(self, engine: RuleEngine, reload_all: ReloadAll | None = None) -> None:
         self.engine = engine
+        self.reload_all = reload_all
 
     async def rules(self, request: web.Request) -> web.Response:
         groups = []
@@ -135,24 +131,12 @@ class RulesApi:
         return web.json_response({"status": "success", "data": {"alerts": alerts}}, dumps=safejson.dumps)
 
     async def reload(self, request: web.Request) -> web.Response:
-        gw = _gatewatch(request.app)
-        if gw is None:  # engine served without an app (tests): rules only
+        if self.reload_all is None:  # engine served without an app (tests): rules only
             status = await self.engine.reload(self.engine.locations)
         else:
-            config = gw.config
-            if config.source_file:  # refuse a broken config here, with the reason, before anything changes
-                from agent.config import load_config
-
-                loop = asyncio.get_running_loop()
-                try:
-                    config = await loop.run_in_executor(None, load_config, config.source_file)
-                except ConfigError as exc:
-                    return web.json_response({"status": "error", "error": f"config not reloaded: {exc}"}, status=400)
-            handler = getattr(gw, "reload_handler", None)
-            if handler is not None:
-                await handler()  # the refresher: config, rule files and LiteLLM catalog, like SIGHUP
-            else:
-                await gw.reload(config)
+            refused = await self.reload_all()
+            if refused is not None:
+                return web.json_response({"status": "error", "error": f"config not reloaded: {refused}"}, status=400)
             status = self.engine.last_reload
         body = {"status": "success" if status.ok else "error", "data": status.to_json()}
         if not status.ok:

@@ -2,7 +2,7 @@
 
 The ingest path used to run each event through each rule: 24 rules of the default pack
 meant 24 method calls per event, each re-reading the same attributes, re-running the same
-signal function and re-building the same label tuple. A `Batch` is built once per
+signal function and re-building the same label tuple. A `BatchMemo` is built once per
 `RuleEngine.handle` call and computes each of those things once per batch, in one pass
 (C-level `map`/`attrgetter`/`zip` where it can), memoised for every rule that asks:
 
@@ -118,7 +118,7 @@ def matcher_mask(matcher: Matcher, values: list[Any]) -> list[bool]:
     return [bool(matcher(v)) for v in values]
 
 
-class Batch:
+class BatchMemo:
     """Per-batch memo of what rules read; see the module docstring. `events` must already
     exclude LiteLLM's health-check traffic (the engine drops it before any rule)."""
 

@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.events import Event
-from agent.rules.batch import Batch, key_function
+from agent.rules.batch import BatchMemo, key_function
 from agent.rules.evaluate import label_getter
 from agent.rules.model import Rule
 from agent.rules.signals import SIGNALS
@@ -114,7 +114,7 @@ class BudgetRule:
         self.template_errors = 0
 
     # -- hot path ------------------------------------------------------------------
-    def observe_batch(self, batch: Batch) -> None:
+    def observe_batch(self, batch: BatchMemo) -> None:
         """The batch's spend, event by event in arrival order (so every sum is the one `observe` makes)."""
         kinds = self.kinds
         if not batch.of(kinds):
@@ -126,7 +126,7 @@ class BudgetRule:
 
     def observe(self, e: Event) -> None:
         """One event (tests, tools); the engine feeds whole batches to `observe_batch`."""
-        self.observe_batch(Batch([e]))
+        self.observe_batch(BatchMemo([e]))
 
     def _add(self, keys: list[Key], times: list[float], values: list[float]) -> None:
         # periods first: the only step that can raise (a bad time) changes nothing yet, so the

@@ -27,22 +27,20 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.alerts.model import Alert, AlertReceiver
+from agent.alert import Alert, AlertReceiver
 from agent.configtypes import ConfigError
-from agent.enrich import Catalog
+from agent.enrich import Catalog, task_identity
 from agent.events import Event
-from agent.rules.batch import Batch
+from agent.rules.batch import BatchMemo
 from agent.rules.budget import BudgetRule
+from agent.rules.config import RuleEngineConfig
 from agent.rules.evaluate import CompiledRule, make_window
 from agent.rules.loader import load_rule_set
 from agent.rules.model import Group, Rule, RuleSet, RuleSetError
-from agent.rules.settings import RuleEngineConfig
 from agent.rules.state import ActiveAlert, to_alert
-from agent.sources.task import task_identity
 from agent.state.base import StateBackend
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
     from agent.config import Config
 
 log = logging.getLogger(__name__)
@@ -115,7 +113,7 @@ class RuleEngine:
         self.rule_set = RuleSet()
         self.groups: list[GroupRuntime] = []
         self.rules: dict[str, Runtime] = {}
-        self._observers: list[Callable[[Batch], None]] = []
+        self._observers: list[Callable[[BatchMemo], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.last_reload = ReloadStatus()
         self.observe_errors = 0
@@ -134,7 +132,7 @@ class RuleEngine:
         live = [e for e in events if not e.health_check]
         if not live:
             return 0
-        batch = Batch(live)
+        batch = BatchMemo(live)
         failed: set[int] = set()
         for observe in self._observers:
             try:
@@ -145,14 +143,14 @@ class RuleEngine:
             self.observe_errors += len(failed)
         return len(failed)
 
-    def _observe_each(self, observe: Callable[[Batch], None], batch: Batch, failed: set[int]) -> None:
+    def _observe_each(self, observe: Callable[[BatchMemo], None], batch: BatchMemo, failed: set[int]) -> None:
         """The slow path after a rule raised on a batch: nothing of it was applied (a batch is read
         in full before anything is written), so each event goes in alone; the bad ones are
         counted (once per event, however many rules it breaks) and skipped."""
         logged = False
         for e in batch.events:
             try:
-                observe(Batch([e]))
+                observe(BatchMemo([e]))
             except Exception:
                 failed.add(id(e))
                 if not logged:
@@ -567,31 +565,3 @@ class _EngineCollector(Collector):
         yield ok
 
 
-def install(app: GatewatchApp) -> None:
-    """Feature hook (agent/features.py): wire the engine into the app when enabled."""
-    settings: RuleEngineConfig = getattr(app.config, "rule_engine", None) or RuleEngineConfig()
-    if not settings.enabled:
-        return
-    engine = RuleEngine(settings, app.config.rules, app.state, app.catalog, app.registry,
-                        receiver=lambda: app.alert_receiver)
-    app.add_sink(engine.sink)
-    app.add_component(engine)
-    app.reload_hooks.append(engine.reload_config)
-    app.readiness_checks["rules"] = engine.ready
-    from agent.rules.api import add_routes
-
-    app.route_setups.append(lambda web_app: add_routes(web_app, engine))
-    if not hasattr(app, "config_checks"):
-        app.config_checks = []  # type: ignore[attr-defined]
-    app.config_checks.append(lambda: _check_lines(engine))  # type: ignore[attr-defined]
-    app.rule_engine = engine  # type: ignore[attr-defined]
-
-
-def _check_lines(engine: RuleEngine) -> list[str]:
-    try:
-        rule_set = engine.load()
-    except RuleSetError as exc:
-        raise ConfigError("rules", f"invalid rule files:\n{exc}") from None
-    lines = [f"rules: {len(rule_set)} rules in {len(rule_set.groups)} groups from {len(rule_set.files)} files"]
-    lines.extend(f"  {f}" for f in rule_set.files)
-    return lines

@@ -23,12 +23,12 @@ import numpy as np
 from agent.enrich import Catalog
 from agent.events import LABEL_GETTERS, Event
 from agent.rules import template
-from agent.rules.batch import Batch, key_function
+from agent.rules.batch import BatchMemo, key_function
 from agent.rules.freshness import DEFAULT_MAX_AGE, Freshness
 from agent.rules.model import Rule
 from agent.rules.signals import SIGNALS
 from agent.rules.state import ActiveAlert, AlertStates, Transitions
-from agent.rules.windows import Key, LocalWindow, Window, WindowView
+from agent.state.windows import Key, LocalWindow, Window, WindowView
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class CompiledRule:
                           if signal.expires is not None and rule.aggregate == "last" else None)
 
     # -- hot path ----------------------------------------------------------------------
-    def observe_batch(self, batch: Batch) -> None:
+    def observe_batch(self, batch: BatchMemo) -> None:
         """Every event of the batch this rule reads, in one pass (same result as `observe` per event)."""
         kinds = self.kinds
         if not batch.of(kinds):

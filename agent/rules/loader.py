@@ -18,7 +18,9 @@ from importlib.resources import files
 from pathlib import Path
 
 from agent.configtypes import ConfigError
-from agent.rules.model import RuleError, RuleSet, RuleSetError, Values, build_rule_set, parse_values
+from agent.rules.model import RuleError, RuleSet, RuleSetError
+from agent.rules.schema import build_rule_set
+from agent.rules.values import Values, parse_values
 
 SUFFIXES = (".yml", ".yaml")
 DEFAULT = "default"

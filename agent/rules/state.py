@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.alerts.model import Alert
+from agent.alert import Alert
 
 Key = tuple[str, ...]
 

@@ -44,10 +44,11 @@ from agent.configtypes import ConfigError
 from agent.enrich import Catalog, Enricher, catalog_from_config_text
 from agent.events import Event, Kind
 from agent.pipeline import RequestTracker
+from agent.rules.config import RuleEngineConfig
 from agent.rules.engine import RuleEngine
 from agent.rules.loader import load_rule_set
-from agent.rules.model import RuleSetError, parse_rule_duration
-from agent.rules.settings import RuleEngineConfig
+from agent.rules.model import RuleSetError
+from agent.rules.schema import parse_rule_duration
 from agent.rules.yamlines import YamlError
 from agent.rules.yamlines import load as load_yaml
 

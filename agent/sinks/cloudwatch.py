@@ -19,93 +19,28 @@ import collections
 import contextlib
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal, cast
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from agent.configtypes import ConfigError, Duration, Secret
+from agent.configtypes import ConfigError
 from agent.events import Event
-from agent.sinks.cloudwatch_agg import DEFAULT_DIMENSION_SETS, Aggregator, Interval
-from agent.sinks.cloudwatch_api import Batch, PutMetricDataClient, batches, classify, error_summary
-from agent.sinks.cloudwatch_emf import MAX_DIMENSIONS_PER_SET, EmfWriter, emf_lines, parse_output
+from agent.sinks.cloudwatch_agg import Aggregator, Interval
+from agent.sinks.cloudwatch_api import MetricBatch, PutMetricDataClient, batches, classify, error_summary
+from agent.sinks.cloudwatch_emf import EmfWriter, emf_lines
+from agent.sinks.config import CloudWatchConfig
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
     from agent.config import Config
     from agent.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
 
-DimensionName = Literal["ModelGroup", "Deployment", "AwsAccount", "AwsRegion", "Provider"]
-_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 EMF_LINES_PER_BATCH = 1000
-
-
-@dataclass
-class CloudWatchConfig:
-    enabled: bool = False
-    mode: Literal["emf", "api"] = "emf"
-    namespace: str = "LiteLLM"
-    interval: Duration = Duration(60)
-    dimensions: list[list[DimensionName]] = field(
-        default_factory=lambda: [cast(list[DimensionName], list(d)) for d in DEFAULT_DIMENSION_SETS])
-    storage_resolution: Literal[60, 1] = 60
-    # emf mode
-    emf_output: str = "stdout"  # stdout | stderr | /path/file | tcp://host:port | udp://host:port (CloudWatch agent)
-    emf_distribution: Literal["histogram", "values"] = "histogram"
-    # api mode
-    region: str | None = None  # default: AWS_REGION / the task's region
-    endpoint_url: str | None = None  # e.g. a VPC endpoint
-    role_arn: str | None = None  # assume this role (central monitoring account) for PutMetricData
-    role_session_name: str = "gatewatch"
-    role_duration: Duration = Duration(3600)  # STS session length; renewed 15 minutes before it ends
-    external_id: Secret | None = None
-    sts_endpoint_url: str | None = None
-    max_attempts: int = 5  # attempts per PutMetricData call (botocore standard retries: backoff on throttling)
-    timeout: Duration = Duration(10)
-    # bounds
-    max_series: int = 5000  # distinct dimension-value combinations per interval; overflow is folded
-    max_pending_batches: int = 100  # undelivered batches kept for retry; the oldest is dropped past this
-    shutdown_timeout: Duration = Duration(10)
-
-    def validate(self, path: str) -> None:
-        ns = self.namespace
-        if not 1 <= len(ns) <= 255 or not ns.isascii() or not ns.isprintable() or ns.startswith(":"):
-            raise ConfigError(f"{path}.namespace", "expected 1-255 printable ASCII characters, not starting with ':'")
-        if ns.startswith("AWS/"):
-            raise ConfigError(f"{path}.namespace", "namespaces starting with AWS/ are reserved for AWS services")
-        if not self.dimensions:
-            raise ConfigError(f"{path}.dimensions", "expected at least one dimension set")
-        seen: set[tuple[str, ...]] = set()
-        for i, dims in enumerate(self.dimensions):
-            where = f"{path}.dimensions[{i}]"
-            if len(dims) > MAX_DIMENSIONS_PER_SET:
-                raise ConfigError(where, f"expected at most {MAX_DIMENSIONS_PER_SET} dimensions")
-            if len(set(dims)) != len(dims):
-                raise ConfigError(where, "a dimension appears twice in this set")
-            if tuple(dims) in seen:
-                raise ConfigError(where, "this dimension set is listed twice")
-            seen.add(tuple(dims))
-        if self.interval < 1:
-            raise ConfigError(f"{path}.interval", "expected at least 1s")
-        if self.storage_resolution == 60 and self.interval < 60:
-            log.debug("cloudwatch interval below 60s with standard resolution: CloudWatch merges them per minute")
-        parse_output(self.emf_output, f"{path}.emf_output")
-        if self.role_arn and not _ROLE_ARN_RE.match(self.role_arn):
-            raise ConfigError(f"{path}.role_arn", f"expected an IAM role ARN like arn:aws:iam::123456789012:role/name, "
-                                                  f"got {self.role_arn!r}")
-        if not 900 <= self.role_duration <= 43200:
-            raise ConfigError(f"{path}.role_duration", "expected 15m to 12h (STS AssumeRole limits)")
-        for name, low, high in (("max_series", 1, 10_000_000), ("max_pending_batches", 1, 100_000),
-                                ("max_attempts", 1, 20)):
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise ConfigError(f"{path}.{name}", f"expected an integer from {low} to {high}, got {value}")
 
 
 class CloudWatchSelfMetrics:
@@ -132,17 +67,17 @@ class _EmfExporter:
     async def start(self) -> None:
         return None
 
-    def batches(self, interval: Interval) -> list[Batch]:
+    def batches(self, interval: Interval) -> list[MetricBatch]:
         lines = list(emf_lines(interval, self.config.namespace, self.config.storage_resolution,
                                self.config.emf_distribution, max_bytes=self.writer.max_line_bytes))
         out = []
         for start in range(0, len(lines), EMF_LINES_PER_BATCH):
             part = lines[start : start + EMF_LINES_PER_BATCH]
-            out.append(Batch([line.text for line in part], sum(line.datapoints for line in part),
+            out.append(MetricBatch([line.text for line in part], sum(line.datapoints for line in part),
                              sum(len(line.text) + 1 for line in part)))
         return out
 
-    async def send(self, batch: Batch) -> None:
+    async def send(self, batch: MetricBatch) -> None:
         await self.writer.write(batch.payload)
 
     def classify(self, exc: BaseException) -> str:
@@ -177,10 +112,10 @@ class _ApiExporter:
         except Exception as exc:  # no credentials yet: the first put retries building the client
             log.warning("cloudwatch: client not ready yet (%s); will retry at the first interval", error_summary(exc))
 
-    def batches(self, interval: Interval) -> list[Batch]:
+    def batches(self, interval: Interval) -> list[MetricBatch]:
         return batches(interval, self.config.storage_resolution)
 
-    async def send(self, batch: Batch) -> None:
+    async def send(self, batch: MetricBatch) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.client.put, self.config.namespace, batch.payload)
 
@@ -203,7 +138,7 @@ class CloudWatchSink:
         self.aggregator = Aggregator(config.dimensions, config.max_series)
         self.exporter: _EmfExporter | _ApiExporter = _ApiExporter(config) if config.mode == "api" \
             else _EmfExporter(config)
-        self.pending: collections.deque[Batch] = collections.deque()
+        self.pending: collections.deque[MetricBatch] = collections.deque()
         self.last_error = ""
         self.intervals = 0
         self._overflow_reported = 0
@@ -331,7 +266,7 @@ class CloudWatchSink:
             self._window_start = self._align(self.clock())
         log.info("cloudwatch: settings reloaded (%s mode, namespace %s)", self.exporter.mode, new.namespace)
 
-    def _build(self, taken: tuple, timestamp: float) -> list[Batch]:
+    def _build(self, taken: tuple, timestamp: float) -> list[MetricBatch]:
         return self.exporter.batches(self.aggregator.rollup(taken, timestamp))
 
     def _report_overflow(self) -> None:
@@ -347,7 +282,7 @@ class CloudWatchSink:
             self._enqueue(gauge_batches(rows, timestamp, self.config.namespace, self.exporter.mode,
                                         self.config.storage_resolution))
 
-    def _enqueue(self, new: list[Batch]) -> None:
+    def _enqueue(self, new: list[MetricBatch]) -> None:
         self.pending.extend(new)
         while len(self.pending) > self.config.max_pending_batches:
             oldest = self.pending.popleft()
@@ -386,24 +321,9 @@ class CloudWatchSink:
         return True, f"{self.exporter.mode}: {self.intervals} intervals exported"
 
 
-def install(app: GatewatchApp) -> None:
-    config: CloudWatchConfig | None = getattr(app.config, "cloudwatch", None)
-    if config is None or not config.enabled:
-        return
-    sink = CloudWatchSink(config, app.registry, app.metrics)
-    app.add_sink(sink)
-    app.readiness_checks["cloudwatch"] = sink.readiness
-    app.reload_hooks.append(sink.reload)
-    checks = getattr(app, "config_checks", None)
-    if checks is None:
-        checks = app.config_checks = []  # type: ignore[attr-defined]  # read by `gatewatch check-config`
-    checks.append(lambda: [describe(config)])
-    app.cloudwatch = sink  # type: ignore[attr-defined]  # for tests and `check-config`
-
-
 def gauge_batches(rows: list[tuple[dict[str, str], dict[str, float]]], timestamp: float, namespace: str, mode: str,
-                  storage_resolution: int = 60) -> list[Batch]:
-    """Gauge rows -> one Batch: EMF lines (one per row) or PutMetricData datums (under the call limits)."""
+                  storage_resolution: int = 60) -> list[MetricBatch]:
+    """Gauge rows -> one MetricBatch: EMF lines (one per row) or PutMetricData datums (under the call limits)."""
     import datetime as dt
     import json
 
@@ -417,12 +337,12 @@ def gauge_batches(rows: list[tuple[dict[str, str], dict[str, float]]], timestamp
             doc.update(dims)
             doc.update(values)
             lines.append(json.dumps(doc, separators=(",", ":")))
-        return [Batch(lines, sum(len(v) for _, v in rows), sum(len(line) + 1 for line in lines))]
+        return [MetricBatch(lines, sum(len(v) for _, v in rows), sum(len(line) + 1 for line in lines))]
     stamp = dt.datetime.fromtimestamp(timestamp, dt.UTC)
     datums = [{"MetricName": name, "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
                "Timestamp": stamp, "Unit": "None", "StorageResolution": storage_resolution, "Value": float(value)}
               for dims, values in rows for name, value in values.items()]
-    return [Batch(datums[i:i + 500], len(datums[i:i + 500])) for i in range(0, len(datums), 500)]
+    return [MetricBatch(datums[i:i + 500], len(datums[i:i + 500])) for i in range(0, len(datums), 500)]
 
 
 def describe(config: CloudWatchConfig) -> str:
@@ -436,4 +356,4 @@ def describe(config: CloudWatchConfig) -> str:
             f"dimension sets {sets}")
 
 
-__all__ = ["CloudWatchConfig", "CloudWatchSink", "install"]
+__all__ = ["CloudWatchSink"]

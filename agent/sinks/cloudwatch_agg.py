@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from agent.events import Event, Kind
-from agent.rules.signals import is_no_deployments  # one definition for metrics and alarms
+from agent.sinks.config import MISSING
 
 # dimension name (CloudWatch) -> how to read it from an event
 DIMENSION_GETTERS: dict[str, Callable[[Event], str]] = {
@@ -30,21 +30,6 @@ DIMENSION_GETTERS: dict[str, Callable[[Event], str]] = {
     "Provider": lambda e: e.api_provider,
 }
 DIMENSION_NAMES: tuple[str, ...] = tuple(DIMENSION_GETTERS)
-# the rule/alert label each dimension carries (for alarms and dashboards)
-DIMENSION_LABELS: dict[str, str] = {
-    "ModelGroup": "model_group",
-    "Deployment": "deployment",
-    "AwsAccount": "aws_account",
-    "AwsRegion": "aws_region",
-    "Provider": "api_provider",
-}
-DEFAULT_DIMENSION_SETS: list[list[str]] = [
-    ["ModelGroup"],
-    ["ModelGroup", "Deployment"],
-    ["ModelGroup", "AwsAccount", "AwsRegion"],
-    ["Provider"],
-]
-MISSING = "unknown"  # CloudWatch dimension values must be non-empty
 OVERFLOW = "__overflow__"
 
 # counters, in the order Series.counters holds them
@@ -278,7 +263,7 @@ class Aggregator:
             c[REQUESTS] += 1
             if not success:
                 c[ERRORS] += 1
-                if event.rate_limited and not is_no_deployments(event):
+                if event.rate_limited and not event.is_no_deployments:  # one definition (Event)
                     c[RATE_LIMITED] += 1
             if latency is not None:
                 if series.latency is None:

@@ -39,7 +39,7 @@ AUTH_CODES = frozenset({
 
 
 @dataclass
-class Batch:
+class MetricBatch:
     """One unit of delivery: one PutMetricData call, or a group of EMF lines."""
 
     payload: list[Any]
@@ -70,21 +70,21 @@ def datums(interval: Interval, storage_resolution: int = 60,
 
 
 def batches(interval: Interval, storage_resolution: int = 60, max_datums: int = MAX_DATUMS_PER_CALL,
-            max_bytes: int = MAX_BYTES_PER_CALL) -> list[Batch]:
-    out: list[Batch] = []
+            max_bytes: int = MAX_BYTES_PER_CALL) -> list[MetricBatch]:
+    out: list[MetricBatch] = []
     current: list[dict[str, Any]] = []
     size = _CALL_OVERHEAD
     points = 0
     for datum, n in datums(interval, storage_resolution):
         datum_size = _datum_size(datum)
         if current and (len(current) >= max_datums or size + datum_size > max_bytes):
-            out.append(Batch(current, points, size))
+            out.append(MetricBatch(current, points, size))
             current, size, points = [], _CALL_OVERHEAD, 0
         current.append(datum)
         size += datum_size
         points += n
     if current:
-        out.append(Batch(current, points, size))
+        out.append(MetricBatch(current, points, size))
     return out
 
 

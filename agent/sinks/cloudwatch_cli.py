@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config, ConfigError, load_config, read_text
+from agent.config import Config, load_config, read_text
+from agent.configtypes import ConfigError
 
 
 def register(subparsers: Any) -> None:
@@ -86,7 +87,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_alarms(args: argparse.Namespace) -> int:
-    from agent.sinks.cloudwatch_alarms import alarms_to_cloudformation, plan_alarms
+    from agent.rules.exports.cloudwatch import alarms_to_cloudformation, plan_alarms
 
     try:
         config = _config(args.config)
@@ -106,7 +107,7 @@ def cmd_alarms(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from agent.sinks.cloudwatch_alarms import alarms_to_cloudformation, plan_alarms
+    from agent.rules.exports.cloudwatch import alarms_to_cloudformation, plan_alarms
     from agent.sinks.cloudwatch_dashboard import dashboard_body
 
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agent.sinks.cloudwatch_agg import DEFAULT_DIMENSION_SETS
+from agent.sinks.config import DEFAULT_DIMENSION_SETS
 
 # (title, [(metric, statistic)], dimension sets to draw it from, first published one wins)
 _WIDGETS: list[tuple[str, list[tuple[str, str]], list[tuple[str, ...]]]] = [

@@ -25,16 +25,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
-from agent.configtypes import ConfigError
 from agent.sinks.cloudwatch_agg import COUNTER_METRICS, Interval, MetricSpec, SeriesPoint
+from agent.sinks.config import parse_output
 
 log = logging.getLogger(__name__)
 
 MAX_METRICS_PER_DIRECTIVE = 100
 MAX_VALUES_PER_METRIC = 100
-MAX_DIMENSIONS_PER_SET = 30
 MAX_UDP_LINE = 60_000  # under the 64 KiB datagram limit
 
 
@@ -131,27 +129,6 @@ def _distribution_pieces(dist: Any, mode: str, max_values: int) -> Iterator[Any]
 
 
 # -- outputs -----------------------------------------------------------------------
-
-
-def parse_output(value: str, path: str = "cloudwatch.emf_output") -> tuple[str, str, int]:
-    """`stdout`, `stderr`, a file path (or file://path), `tcp://host:port`, `udp://host:port`."""
-    if value in ("stdout", "stderr", "-"):
-        return ("stderr" if value == "stderr" else "stdout"), "", 0
-    if value.startswith(("tcp://", "udp://")):
-        parsed = urlparse(value)
-        try:
-            port = parsed.port
-        except ValueError:
-            port = None
-        if not parsed.hostname or not port:
-            raise ConfigError(path, f"expected tcp://host:port or udp://host:port, got {value!r}")
-        return parsed.scheme, parsed.hostname, port
-    if value.startswith("file://"):
-        value = value[len("file://") :]
-    if not value or "://" in value:
-        raise ConfigError(path, f"expected stdout, stderr, a file path, tcp://host:port or udp://host:port, "
-                                f"got {value!r}")
-    return "file", value, 0
 
 
 class EmfWriter:

@@ -3,7 +3,7 @@
 `handle()` runs on the event loop for every batch, so it only filters (attempts, not
 outcomes; no health checks unless asked), applies the tail sampling rule and appends to
 a bounded queue, counting what it drops. Encoding and network I/O happen on the
-exporter thread (agent/otel/exporter.py). Optional OTel metrics ride the same thread.
+batch span processor thread (agent/otel/processor.py). Optional OTel metrics ride the same thread.
 
 Enabled by `otel.enabled: true`, or by default when OTEL_EXPORTER_OTLP_ENDPOINT (or
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set; OpenTelemetry's env vars configure it, keys
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -24,19 +23,17 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client import CollectorRegistry
 
 from agent.events import Event, Kind
-from agent.otel.config import OtelConfig, Settings, enabled_by_env, resolve
+from agent.otel.config import Settings
 from agent.otel.encode import SpanEncoder
-from agent.otel.exporter import ExportMetrics, SpanExporter
+from agent.otel.processor import BatchSpanProcessor, ExportMetrics
 from agent.otel.resource import detect
 from agent.otel.sampler import TailSampler
 from agent.otel.transport import make_sender
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
-    from agent.config import Config
     from agent.otel.metrics import GenAiMetrics
 
-__all__ = ["OtelConfig", "OtelSink", "install"]
+__all__ = ["OtelSink"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +48,7 @@ class OtelSink:
                                    settings.keep_slower_than)
         self._fixed_resource = dict(resource_attributes) if resource_attributes is not None else None
         self.resource_attributes: dict[str, str] = {}
-        self.exporter: SpanExporter | None = None
+        self.exporter: BatchSpanProcessor | None = None
         self.genai_metrics: GenAiMetrics | None = None
         # before start() these are plain lists; start() hands them to the exporter's deques
         self._spans: deque[Event] | list[Event] = []
@@ -120,7 +117,7 @@ class OtelSink:
             max_request_bytes=settings.max_request_bytes,
         )
         endpoint = settings.traces_endpoint
-        exporter = SpanExporter(encoder, make_sender(endpoint), self.metrics, batch_size=settings.batch_size,
+        exporter = BatchSpanProcessor(encoder, make_sender(endpoint), self.metrics, batch_size=settings.batch_size,
                                 schedule_delay=settings.schedule_delay, timeout=endpoint.timeout, record=record)
         exporter.spans.extend(self._spans)
         exporter.metric_events.extend(self._metric_events if settings.metrics else ())
@@ -138,9 +135,9 @@ class OtelSink:
         if exporter is None:
             return
         timeout = self.settings.shutdown_timeout
-        await asyncio.to_thread(exporter.stop, timeout)
+        await asyncio.to_thread(exporter.stop, time.monotonic() + timeout)
         if self.genai_metrics is not None:
-            await asyncio.to_thread(self.genai_metrics.shutdown, timeout)
+            await asyncio.to_thread(self.genai_metrics.stop, time.monotonic() + timeout)
 
     def readiness(self) -> tuple[bool, str]:
         """Always ready (a down collector must not take the proxy's sidecar out of service); the
@@ -167,32 +164,3 @@ def _safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def install(app: GatewatchApp) -> None:
-    """Wire the OTel sink into the app when `otel` is enabled (explicitly or by env)."""
-    config = getattr(app.config, "otel", None)
-    if config is None or not enabled_by_env(config, os.environ):
-        return
-    settings = resolve(config, os.environ)
-    if not settings.traces and not settings.metrics:
-        log.info("otel: OTEL_TRACES_EXPORTER=none and no metrics: nothing to export")
-        return
-    sink = OtelSink(settings, app.registry)
-    app.add_sink(sink)
-    app.readiness_checks["otel"] = sink.readiness
-
-    async def reload(new_config: Config) -> None:
-        new = getattr(new_config, "otel", None)
-        if new is None:
-            return
-        try:
-            new_settings = resolve(new, os.environ)
-        except ValueError as exc:
-            log.error("otel: reload refused: %s", exc)
-            return
-        if (new_settings.traces_endpoint != sink.settings.traces_endpoint
-                or new_settings.capture_content != sink.settings.capture_content
-                or new_settings.metrics != sink.settings.metrics):
-            log.warning("otel: endpoint, content capture or metrics changed: takes effect after a restart")
-        sink.apply_sampling(new_settings)
-
-    app.reload_hooks.append(reload)

@@ -27,10 +27,9 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter
 
-from agent.enrich import Catalog, Enricher, catalog_from_model_info
+from agent.enrich import Catalog, Enricher, catalog_from_model_info, task_identity
 from agent.events import Event, Kind
 from agent.parse.logs import error_class_of, split_provider
-from agent.sources.task import task_identity
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,6 @@ class Answer:
 
 class HealthPoller:
     name = "health-poller"
-    is_source = True
 
     def __init__(self, settings: PollSettings, publish: Callable[[list[Event]], None], registry: CollectorRegistry,
                  catalog: Catalog | None = None, enricher: Enricher | None = None,

@@ -15,7 +15,7 @@ from agent.state.redis import RedisState
 from agent.state.shared_window import shared_window_factory
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
+    from agent.host import FeatureHost
 
 
 def drain_budgets(engine: Any, state: RedisState, now: float) -> None:
@@ -30,18 +30,15 @@ def drain_budgets(engine: Any, state: RedisState, now: float) -> None:
                 state.enqueue(runtime.state_key(period_id), amounts, ttl)
 
 
-def install(app: GatewatchApp) -> None:
+def install(app: FeatureHost) -> None:
     state = app.state
     if not isinstance(state, RedisState):
         return
-    checks = getattr(app, "config_checks", None)
-    if checks is None:
-        checks = app.config_checks = []  # type: ignore[attr-defined]
     cluster = {True: "cluster", False: "single node", "auto": "cluster: auto"}[state.config.cluster]
     auth = f", IAM auth as {state.config.iam_auth.user}" if state.config.iam_auth else ""
-    checks.append(lambda: [f"state: redis {state.display} ({cluster}{auth}), key prefix {state.prefix!r}, flush "
+    app.add_config_check(lambda: [f"state: redis {state.display} ({cluster}{auth}), key prefix {state.prefix!r}, flush "
                            f"every {state.config.flush_interval:g}s, claim lease {state.config.claim_ttl:g}s"])
-    engine = getattr(app, "rule_engine", None)
+    engine = app.rule_engine
     if engine is None:
         return
     engine.shared_windows = shared_window_factory(state)

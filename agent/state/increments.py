@@ -37,7 +37,7 @@ class KeyOps:
 
 
 @dataclass(eq=False)  # identity: a batch is acknowledged (removed) as itself
-class Batch:
+class IncrementBatch:
     """A slice of the queue on its way to Redis; retried as is (same instance + seq) until acknowledged."""
 
     instance: str
@@ -143,9 +143,9 @@ class IncrementQueue:
             return {}
         return {name: value for name, (op, value) in ops.fields.items() if op == ADD}
 
-    def take(self, instance: str, next_seq: Iterator[int], max_fields: int) -> list[Batch]:
+    def take(self, instance: str, next_seq: Iterator[int], max_fields: int) -> list[IncrementBatch]:
         """Empty the queue into batches of at most `max_fields` entries each."""
-        batches: list[Batch] = []
+        batches: list[IncrementBatch] = []
         current: dict[str, KeyOps] = {}
         count = 0
         for key, ops in self.keys.items():
@@ -153,7 +153,7 @@ class IncrementQueue:
             start = 0
             while start < len(items):
                 if count >= max_fields:
-                    batches.append(Batch(instance, next(next_seq), current))
+                    batches.append(IncrementBatch(instance, next(next_seq), current))
                     current, count = {}, 0
                 chunk = items[start:start + max_fields - count]
                 target = current.get(key)
@@ -163,13 +163,13 @@ class IncrementQueue:
                 count += len(chunk)
                 start += len(chunk)
         if current:
-            batches.append(Batch(instance, next(next_seq), current))
+            batches.append(IncrementBatch(instance, next(next_seq), current))
         self.keys = {}
         self.size = 0
         return batches
 
 
-def batch_args(batch: Batch, seq_ttl_ms: int, only: list[str] | None = None) -> tuple[list[str], list[str]]:
+def batch_args(batch: IncrementBatch, seq_ttl_ms: int, only: list[str] | None = None) -> tuple[list[str], list[str]]:
     """KEYS (data keys; the caller puts the sequence key first) and ARGV of the apply script.
 
     `only`: the batch's keys that share one Redis Cluster slot (one script call per slot).
@@ -188,7 +188,7 @@ def batch_args(batch: Batch, seq_ttl_ms: int, only: list[str] | None = None) -> 
     return keys, argv
 
 
-def added(batches: Iterable[Batch], key: str) -> dict[str, float]:
+def added(batches: Iterable[IncrementBatch], key: str) -> dict[str, float]:
     """`+` amounts for `key` in some batches (not yet acknowledged: the read path counts them)."""
     out: dict[str, float] = {}
     for batch in batches:

@@ -54,7 +54,7 @@ from agent.configtypes import ConfigError
 from agent.state.base import StateUnavailable
 from agent.state.config import StateConfig, display_url
 from agent.state.connect import client_kwargs, detect_cluster, make_client, replicas_of
-from agent.state.increments import APPLY_SCRIPT, Batch, IncrementQueue, added, batch_args
+from agent.state.increments import APPLY_SCRIPT, IncrementBatch, IncrementQueue, added, batch_args
 from agent.state.metrics import StateMetrics
 from agent.state.slots import DOC_TAG, group_by_tag, seq_key, tagged
 from agent.state.spill import read_spill, write_spill
@@ -67,7 +67,7 @@ MAX_CACHED_COUNTERS = 10000
 SPILL_FILE = "redis-pending.json"
 MAX_UNCONFIRMED = 5  # round trips a batch waits for a replica's WAIT before it counts as sent anyway
 
-__all__ = ["RedisState", "StateUnavailable"]
+__all__ = ["RedisState"]
 
 CLAIM_SCRIPT = """
 local cur = redis.call('GET', KEYS[1])
@@ -98,7 +98,7 @@ class RedisState:
         self.instance = uuid.uuid4().hex[:16]
         self._seq = itertools.count(1)
         self.queue = IncrementQueue(config.max_queued_increments)
-        self.inflight: list[Batch] = []
+        self.inflight: list[IncrementBatch] = []
         self.rejected = 0
         self._cache: dict[str, dict[str, float]] = {}
         # called every flush tick before sending: move local pre-aggregates (budget deltas) into the queue
@@ -376,7 +376,7 @@ class RedisState:
             reads.append(result or {})
         return reads
 
-    async def _execute(self, batches: list[Batch], keys: list[str]) -> tuple[list[Any], list[Any]]:
+    async def _execute(self, batches: list[IncrementBatch], keys: list[str]) -> tuple[list[Any], list[Any]]:
         """One pipeline: every batch as one script call per hash tag, the reads, then WAIT where a replica is.
 
         Returns one outcome per batch (the script's answer, its first error, or RETRY when a
@@ -432,7 +432,7 @@ class RedisState:
                 outcomes.append(answers[0] if answers else 1)
         return outcomes, results[n:n + len(keys)]
 
-    def _fold(self, batch: Batch) -> None:
+    def _fold(self, batch: IncrementBatch) -> None:
         """Acknowledged increments of cached counter keys: the cache stays the best known total."""
         for key, ops in batch.keys.items():
             cached = self._cache.get(key)

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.rules.windows import Key, LocalWindow, WindowView
+from agent.state.base import StateUnavailable
 from agent.state.increments import ADD, LATEST, MAX, MIN, SET
-from agent.state.redis import StateUnavailable
+from agent.state.windows import Key, LocalWindow, WindowView
 
 if TYPE_CHECKING:
     from agent.rules.model import Rule
@@ -47,7 +47,7 @@ MAX_FIELD_CACHE = 100_000
 
 
 class SharedWindow:
-    """`Window` protocol (agent/rules/windows.py), shared through the Redis state backend."""
+    """`Window` protocol (agent/state/windows.py), shared through the Redis state backend."""
 
     def __init__(self, rule: Rule, state: RedisState, factory: Callable[[], Any]) -> None:
         local = factory()

@@ -12,12 +12,12 @@ import logging
 import os
 from pathlib import Path
 
-from agent.state.increments import Batch, KeyOps
+from agent.state.increments import IncrementBatch, KeyOps
 
 log = logging.getLogger(__name__)
 
 
-def write_spill(path: Path, batches: list[Batch]) -> None:
+def write_spill(path: Path, batches: list[IncrementBatch]) -> None:
     """Write atomically (tmp + rename); raises OSError."""
     doc = {"batches": [{"instance": b.instance, "seq": b.seq,
                         "keys": {k: {"fields": ops.fields, "ttl": ops.ttl, "deadline": ops.deadline}
@@ -28,7 +28,7 @@ def write_spill(path: Path, batches: list[Batch]) -> None:
     os.replace(tmp, path)
 
 
-def read_spill(path: Path) -> list[Batch]:
+def read_spill(path: Path) -> list[IncrementBatch]:
     """The batches of the last run, and the file removed; [] when absent or unreadable (logged)."""
     if not path.exists():
         return []
@@ -41,7 +41,7 @@ def read_spill(path: Path) -> list[Batch]:
                 fields = {name: [op, tuple(value) if isinstance(value, list) else float(value)]
                           for name, (op, value) in ops["fields"].items()}
                 keys[key] = KeyOps(fields, ops.get("ttl"), ops.get("deadline"))
-            batches.append(Batch(str(item["instance"]), int(item["seq"]), keys))
+            batches.append(IncrementBatch(str(item["instance"]), int(item["seq"]), keys))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.error("state: unreadable %s (%s); its increments are lost", path, exc)
         batches = []

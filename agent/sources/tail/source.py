@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry
 from agent.events import Event
 from agent.parse.logs import DeploymentLookup, LogParser
 from agent.sources.tail.checkpoint import Checkpoints
+from agent.sources.tail.config import TailConfig
 from agent.sources.tail.metrics import TailMetrics
-from agent.sources.tail.settings import TailConfig
 from agent.sources.tail.stdin import StdinReader
-from agent.sources.tail.watcher import Batch, Tailer
+from agent.sources.tail.watcher import TailBatch, Tailer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ STDIN = "-"
 
 class TailSource:
     name = "logtail"
-    is_source = True
 
     def __init__(self, patterns: Sequence[str], settings: TailConfig, state_dir: str,
                  publish: Callable[[list[Event]], None], registry: CollectorRegistry,
@@ -60,7 +59,7 @@ class TailSource:
         self.committed: dict[str, tuple[str, int]] = {}
         self.published_lines = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[Batch | None] | None = None
+        self._queue: asyncio.Queue[TailBatch | None] | None = None
         self._threads: list[threading.Thread] = []
         self._consumer: asyncio.Task[None] | None = None
         self._queued_bytes = 0
@@ -130,7 +129,7 @@ class TailSource:
         self._threads.append(thread)
         thread.start()
 
-    def _emit(self, batch: Batch | None) -> None:
+    def _emit(self, batch: TailBatch | None) -> None:
         """Hand a batch to the loop; blocks while the queue is full (called from reader threads)."""
         loop, queue = self._loop, self._queue
         if loop is None or queue is None or self._abandon:
@@ -156,7 +155,7 @@ class TailSource:
             with self._queued_lock:
                 self._waited += time.monotonic() - started
 
-    async def _put(self, queue: asyncio.Queue[Batch | None], batch: Batch | None) -> None:
+    async def _put(self, queue: asyncio.Queue[TailBatch | None], batch: TailBatch | None) -> None:
         if queue.full():
             self.metrics.paused.inc()  # the reader now waits for the pipeline: back-pressure
         await queue.put(batch)
@@ -173,7 +172,7 @@ class TailSource:
             await self._checkpoint()
             await asyncio.sleep(0)  # let HTTP handlers and timers run between batches
 
-    def _apply(self, batch: Batch) -> None:
+    def _apply(self, batch: TailBatch) -> None:
         if batch.events:
             self.publish(batch.events)
             if self.on_received is not None:

@@ -12,13 +12,13 @@ import threading
 from collections.abc import Callable
 
 from agent.parse.logs import LogParser
-from agent.sources.tail.settings import TailConfig
+from agent.sources.tail.config import TailConfig
 from agent.sources.tail.splitter import LineSplitter
-from agent.sources.tail.watcher import Batch, TailStats
+from agent.sources.tail.watcher import TailBatch, TailStats
 
 
 class StdinReader:
-    def __init__(self, emit: Callable[[Batch], None], settings: TailConfig, parser: LogParser | None = None,
+    def __init__(self, emit: Callable[[TailBatch], None], settings: TailConfig, parser: LogParser | None = None,
                  fd: int = 0) -> None:
         self.emit = emit
         self.settings = settings
@@ -33,7 +33,7 @@ class StdinReader:
 
     def run(self) -> None:
         splitter = LineSplitter(self.settings.max_line_bytes)
-        batch = Batch()
+        batch = TailBatch()
         while not self.stop_event.is_set():
             try:
                 ready, _, _ = select.select([self.fd], [], [], self.settings.poll_interval)
@@ -57,7 +57,7 @@ class StdinReader:
                 batch = self._send(batch)
         self._send(batch)
 
-    def _add(self, batch: Batch, lines: list[bytes], cut: int, nbytes: int) -> None:
+    def _add(self, batch: TailBatch, lines: list[bytes], cut: int, nbytes: int) -> None:
         if lines:
             batch.events.extend(self.parser.parse_many(lines))
             batch.lines += len(lines)
@@ -65,8 +65,8 @@ class StdinReader:
         self.stats.truncated_lines += cut
         batch.nbytes += nbytes
 
-    def _send(self, batch: Batch) -> Batch:
+    def _send(self, batch: TailBatch) -> TailBatch:
         if batch.lines:
             self.emit(batch)
-            return Batch()
+            return TailBatch()
         return batch

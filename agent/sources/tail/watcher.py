@@ -36,8 +36,8 @@ from typing import Any
 
 from agent.events import Event
 from agent.parse.logs import LogParser
+from agent.sources.tail.config import TailConfig
 from agent.sources.tail.fingerprint import file_key, first_line_hash, parse_key
-from agent.sources.tail.settings import TailConfig
 from agent.sources.tail.splitter import LineSplitter
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ SKIP_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".tmp", ".swp")
 
 
 @dataclass(slots=True)
-class Batch:
+class TailBatch:
     events: list[Event] = field(default_factory=list)
     lines: int = 0
     nbytes: int = 0
@@ -106,7 +106,7 @@ class Tailer:
     """Follows the files matching `patterns`; hands parsed batches to `emit` (which may block)."""
 
     def __init__(self, patterns: list[str], settings: TailConfig, checkpoint: dict[str, dict[str, Any]] | None,
-                 emit: Callable[[Batch], None], parser: LogParser | None = None,
+                 emit: Callable[[TailBatch], None], parser: LogParser | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.patterns = list(patterns)
         self.settings = settings
@@ -121,7 +121,7 @@ class Tailer:
         # content whose file was truncated under us: fingerprint -> (read offset, when, its checkpoint key).
         # The key stays in the checkpoint until a copy takes over, so a restart can resume the copy too.
         self._orphans: dict[str, tuple[int, float, str | None]] = {}
-        self._batch = Batch()
+        self._batch = TailBatch()
         self._initial = True
         self._unreadable: set[str] = set()
         self.stop_event = threading.Event()
@@ -490,5 +490,5 @@ class Tailer:
         batch = self._batch
         if not (batch.lines or batch.offsets or batch.forget):
             return
-        self._batch = Batch()
+        self._batch = TailBatch()
         self.emit(batch)

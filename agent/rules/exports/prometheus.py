@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.rules.exports.skipped import Skipped
 from agent.rules.model import Matcher, Rule, RuleSet
 
 DEP = {"model": "litellm_model_name", "deployment": "model_id", "api_base": "api_base", "api_provider": "api_provider",
@@ -104,12 +105,6 @@ FALLBACK_METRICS = {"success": "litellm_deployment_successful_fallbacks_total",
 
 class Unexportable(Exception):
     pass
-
-
-@dataclass
-class Skipped:
-    rule: str
-    reason: str
 
 
 @dataclass
@@ -420,7 +415,7 @@ def export_prometheus(rule_set: RuleSet) -> Export:
             try:
                 rules.extend(_RuleExporter(rule).rules())
             except Unexportable as exc:
-                skipped.append(Skipped(rule.id, str(exc)))
+                skipped.append(Skipped(rule.group, rule.id[len(rule.group) + 1:], str(exc)))
         if rules:
             groups.append({"name": group.name, "interval": prom_duration(group.interval), "rules": rules})
     return Export(groups, skipped)

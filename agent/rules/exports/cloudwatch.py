@@ -20,7 +20,7 @@ silently. How a rule maps:
   have no CloudWatch equivalent and are noted in the alarm description.
 
 Rules are accepted as the rule model's objects (`agent.rules.model.Rule` in `Group`s) or as
-plain dicts (`groups[].rules[]` of a rule file, e.g. `agent.rules.export.raw_groups`).
+plain dicts (`groups[].rules[]` of a rule file, e.g. `agent.rules.exports.prometheus.raw_groups`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.configtypes import ConfigError, parse_duration
-from agent.sinks.cloudwatch_agg import DEFAULT_DIMENSION_SETS, DIMENSION_LABELS, MISSING
+from agent.rules.exports.skipped import Skipped
+from agent.sinks.config import DEFAULT_DIMENSION_SETS, DIMENSION_LABELS, MISSING
 
 LABEL_DIMENSIONS = {label: dim for dim, label in DIMENSION_LABELS.items()}
 DEPLOYMENT_DETERMINES = frozenset({"ModelGroup", "AwsAccount", "AwsRegion", "Provider"})
@@ -43,7 +44,7 @@ _SAFE_VALUE_RE = re.compile(r"^[^'\"\\]*$")
 
 
 @dataclass(frozen=True)
-class Signal:
+class AlarmMetric:
     metric: str  # the CloudWatch metric (numerator for ratios, first term for totals)
     kind: str  # counter | distribution | ratio | total
     scale: float = 1.0  # rule unit -> CloudWatch unit (seconds -> milliseconds)
@@ -52,29 +53,22 @@ class Signal:
     default_aggregate: str = "sum"
 
 
-SIGNALS: dict[str, Signal] = {
-    "requests": Signal("Requests", "counter", default_aggregate="count"),
-    "errors": Signal("Errors", "counter", default_aggregate="count"),
-    "rate_limited": Signal("RateLimited", "counter", default_aggregate="count"),
-    "retries": Signal("Retries", "counter"),
-    "cooldowns": Signal("Cooldowns", "counter", default_aggregate="count"),
-    "tokens_input": Signal("InputTokens", "counter", countable=False),
-    "tokens_output": Signal("OutputTokens", "counter", countable=False),
-    "tokens_total": Signal("InputTokens", "total", second="OutputTokens", countable=False),
-    "cost_usd": Signal("CostUSD", "counter", countable=False),
-    "latency_seconds": Signal("Latency", "distribution", scale=1000.0, default_aggregate="p95"),
-    "ttft_seconds": Signal("TTFT", "distribution", scale=1000.0, default_aggregate="p95"),
-    "error_ratio": Signal("Errors", "ratio", second="Requests", default_aggregate="avg"),
-    "rate_limited_ratio": Signal("RateLimited", "ratio", second="Requests", default_aggregate="avg"),
+SIGNALS: dict[str, AlarmMetric] = {
+    "requests": AlarmMetric("Requests", "counter", default_aggregate="count"),
+    "errors": AlarmMetric("Errors", "counter", default_aggregate="count"),
+    "rate_limited": AlarmMetric("RateLimited", "counter", default_aggregate="count"),
+    "retries": AlarmMetric("Retries", "counter"),
+    "cooldowns": AlarmMetric("Cooldowns", "counter", default_aggregate="count"),
+    "tokens_input": AlarmMetric("InputTokens", "counter", countable=False),
+    "tokens_output": AlarmMetric("OutputTokens", "counter", countable=False),
+    "tokens_total": AlarmMetric("InputTokens", "total", second="OutputTokens", countable=False),
+    "cost_usd": AlarmMetric("CostUSD", "counter", countable=False),
+    "latency_seconds": AlarmMetric("Latency", "distribution", scale=1000.0, default_aggregate="p95"),
+    "ttft_seconds": AlarmMetric("TTFT", "distribution", scale=1000.0, default_aggregate="p95"),
+    "error_ratio": AlarmMetric("Errors", "ratio", second="Requests", default_aggregate="avg"),
+    "rate_limited_ratio": AlarmMetric("RateLimited", "ratio", second="Requests", default_aggregate="avg"),
 }
 _MI_FUNCTIONS = {"sum": "SUM", "count": "SUM", "rate": "SUM", "avg": "AVG", "min": "MIN", "max": "MAX"}
-
-
-@dataclass
-class Skipped:
-    group: str
-    alert: str
-    reason: str
 
 
 @dataclass
@@ -318,7 +312,7 @@ def _rule_alarms(rule: _RuleView, namespace: str, sets: list[tuple[str, ...]], c
     return out
 
 
-def _apply_where(signal: Signal, rule: _RuleView) -> tuple[Signal, dict[str, _Filter], list[str]]:
+def _apply_where(signal: AlarmMetric, rule: _RuleView) -> tuple[AlarmMetric, dict[str, _Filter], list[str]]:
     filters: dict[str, _Filter] = {}
     notes: list[str] = []
     success_only = False
@@ -380,7 +374,7 @@ def _choose_set(sets: list[tuple[str, ...]], group_dims: list[str], filters: dic
     raise _Unmappable(f"no published dimension set covers {wanted}; add one to cloudwatch.dimensions")
 
 
-def _statistic(signal: Signal, rule: _RuleView) -> tuple[str, str]:
+def _statistic(signal: AlarmMetric, rule: _RuleView) -> tuple[str, str]:
     """(mode, statistic); mode is insights | stat | ratio | total."""
     aggregate, name = rule.aggregate, rule.signal
     if signal.kind == "ratio":
@@ -448,7 +442,7 @@ def _metric(namespace: str, name: str, dims: tuple[str, ...], values: dict[str, 
 
 
 def _concrete_alarm(common: dict[str, Any], name: str, namespace: str, dims: tuple[str, ...],
-                    values: dict[str, str], filters: dict[str, _Filter], signal: Signal, stat: str, period: int,
+                    values: dict[str, str], filters: dict[str, _Filter], signal: AlarmMetric, stat: str, period: int,
                     alert: str, mode: str) -> dict[str, Any]:
     if mode == "stat":
         alarm = dict(common, AlarmName=name, Period=period, **_metric(namespace, signal.metric, dims, values))

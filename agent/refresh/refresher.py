@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from agent.configtypes import ConfigError, Duration
+from agent.configtypes import ConfigError
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
     from agent.config import Config
+    from agent.host import FeatureHost
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,6 @@ SOURCES = (SOURCE_CONFIG, SOURCE_RULES, SOURCE_CATALOG)
 RULE_SUFFIXES = (".yml", ".yaml")
 
 T = TypeVar("T")
-
-
-@dataclass
-class RefreshConfig:
-    """`refresh:` section. The LiteLLM config's own interval is `litellm.config_refresh`."""
-
-    interval: Duration = Duration(60)  # gatewatch config file and rule files; 0 = only on SIGHUP
 
 
 @dataclass(frozen=True)
@@ -186,7 +179,7 @@ class Refresher:
 
     name = "refresh"
 
-    def __init__(self, app: GatewatchApp) -> None:
+    def __init__(self, app: FeatureHost) -> None:
         self.app = app
         self.metrics = RefreshMetrics(app.registry)
         self._config: WatchedObject | None = None
@@ -327,7 +320,7 @@ class Refresher:
 
     async def _reload(self, new: Config, source: str) -> bool:
         """Run the reload hooks; a hook's ConfigError puts the old config back."""
-        from agent.logsetup import register_config_secrets
+        from agent.redact import register_config_secrets
 
         register_config_secrets(new)
         old = self.app.config
@@ -343,7 +336,7 @@ class Refresher:
             self.metrics.refused(source)
             log.exception("%s reload failed, keeping the running version", source)
             return False
-        engine = getattr(self.app, "rule_engine", None)  # agent/rules: logs a refusal instead of raising
+        engine = self.app.rule_engine  # agent/rules: logs a refusal instead of raising
         status = getattr(engine, "last_reload", None)
         if status is not None and status.ok is False:
             self.metrics.refused(SOURCE_RULES)
@@ -431,9 +424,9 @@ class Refresher:
             await self._check_catalog(force=True)
 
 
-def install(app: GatewatchApp) -> None:
+def install(app: FeatureHost) -> None:
     """Always on: periodic checks follow `refresh.interval` / `litellm.config_refresh` (0 = off)."""
     refresher = Refresher(app)
     app.add_component(refresher)
     app.reload_handler = refresher.reload_now
-    app.refresher = refresher  # type: ignore[attr-defined]
+    app.refresher = refresher

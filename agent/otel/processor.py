@@ -67,7 +67,11 @@ class ExportStatus:
     consecutive_failures: int = 0
 
 
-class SpanExporter:
+class BatchSpanProcessor:
+    """What OpenTelemetry calls a batch span processor: queues finished spans, and one thread
+    encodes them in batches (`batch_size`, every `schedule_delay`) and hands them to the
+    OTLP sender (agent/otel/transport.py), which is the exporter proper."""
+
     def __init__(self, encoder: SpanEncoder, sender: Sender, metrics: ExportMetrics, *, batch_size: int,
                  schedule_delay: float, timeout: float, record: Callable[[Event], None] | None = None) -> None:
         self.encoder = encoder
@@ -90,15 +94,15 @@ class SpanExporter:
         self._thread = threading.Thread(target=self._run, name="gatewatch-otel-export", daemon=True)
         self._thread.start()
 
-    def stop(self, flush_timeout: float) -> None:
-        """Flush for at most `flush_timeout` seconds, then stop (blocking: run in an executor)."""
-        self._deadline = time.monotonic() + flush_timeout
+    def stop(self, deadline: float) -> None:
+        """Flush until `deadline` (time.monotonic()), then stop (blocking: run in an executor)."""
+        self._deadline = deadline
         self._stopping.set()
         self.wake.set()
         if self._thread is not None:
-            self._thread.join(flush_timeout + 1.0)
+            self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
             if self._thread.is_alive():
-                log.warning("OTLP exporter did not stop within %.1fs", flush_timeout)
+                log.warning("OTLP exporter did not stop by its shutdown deadline")
         left = len(self.spans)
         if left:
             self.spans.clear()

@@ -1,4 +1,4 @@
-"""The alert type that flows from the rule engine to delivery.
+"""The alert record, in the core: the rule engine makes it, delivery sends it, neither imports the other.
 
 Mirrors what Prometheus sends to Alertmanager: every evaluation re-sends the alerts that
 are firing (so a restarted or new receiver catches up) and, once, the ones that resolved.

@@ -18,8 +18,8 @@ from agent.sources.health import HealthPoller, PollSettings
 from agent.sources.tail.source import TailSource
 
 if TYPE_CHECKING:
-    from agent.app import GatewatchApp
     from agent.config import Config, LiteLLMConfig
+    from agent.host import FeatureHost
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,14 @@ def poll_settings(cfg: LiteLLMConfig) -> PollSettings:
     )
 
 
-def install(app: GatewatchApp) -> None:
+def install(app: FeatureHost) -> None:
     cfg = app.config.litellm
     if cfg.logs:
         _install_tail(app)
     if cfg.base_url:
         _install_poller(app)
     if cfg.logs or cfg.base_url:
-        checks = getattr(app, "config_checks", None)
-        if checks is None:
-            checks = app.config_checks = []  # type: ignore[attr-defined]  # read by `gatewatch check-config`
-        checks.append(lambda: check_lines(app.config))
+        app.add_config_check(lambda: check_lines(app.config))
 
 
 def check_lines(config: Config) -> list[str]:
@@ -69,14 +66,14 @@ def check_lines(config: Config) -> list[str]:
     return lines
 
 
-def _install_tail(app: GatewatchApp) -> None:
+def _install_tail(app: FeatureHost) -> None:
     cfg = app.config.litellm
     received = app.metrics.events_received.labels("log")
     source = TailSource(cfg.logs, cfg.tail, str(Path(app.config.state_dir)), app.pipeline.publish, app.registry,
                         on_received=received.inc, lookup=app.catalog.get)
-    app.add_component(source)
+    app.add_source(source)
     app.readiness_checks["logtail"] = source.healthy
-    app.log_tail = source  # type: ignore[attr-defined]
+    app.log_tail = source
 
     async def reload(new: Config) -> None:
         patterns = [p for p in new.litellm.logs if p != "-"]
@@ -89,7 +86,7 @@ def _install_tail(app: GatewatchApp) -> None:
     app.reload_hooks.append(reload)
 
 
-def _install_poller(app: GatewatchApp) -> None:
+def _install_poller(app: FeatureHost) -> None:
     received = app.metrics.events_received.labels("health")
 
     def publish(events: list) -> None:
@@ -103,8 +100,8 @@ def _install_poller(app: GatewatchApp) -> None:
 
     poller = HealthPoller(poll_settings(app.config.litellm), publish, app.registry, catalog=app.catalog,
                           enricher=app.enricher, on_catalog=on_catalog)
-    app.add_component(poller)
-    app.health_poller = poller  # type: ignore[attr-defined]
+    app.add_source(poller)
+    app.health_poller = poller
 
     async def reload(new: Config) -> None:
         if new.litellm.base_url:
