@@ -40,8 +40,9 @@ FEATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "rules": (("gatewatch_alerts", "gatewatch_rule_", "gatewatch_rules_", "gatewatch_budget_"), ("agent.rules",)),
     "alert delivery": (("gatewatch_notifications", "gatewatch_outbox_", "gatewatch_dead_letters"),
                        ("agent.alerts.service", "agent.alerts.outbox", "agent.alerts.notify")),
-    "otel": (("gatewatch_otel_",), ("agent.sinks.otel", "agent.otel")),
-    "cloudwatch": (("gatewatch_cloudwatch_",), ("agent.sinks.cloudwatch",)),
+    # both installed by agent.sinks.feature (the sinks' feature hooks)
+    "otel": (("gatewatch_otel_",), ("agent.sinks.otel", "agent.otel", "agent.sinks.feature")),
+    "cloudwatch": (("gatewatch_cloudwatch_",), ("agent.sinks.cloudwatch", "agent.sinks.feature")),
     "quotas": (("gatewatch_quota_",), ("agent.quotas",)),
 }
 # Metrics whose data needs features beyond the one that declares them: the core declares the
