@@ -39,6 +39,7 @@ CROSSED_BUDGET = "crossed budget"  # "No deployments available - crossed budget:
 HEALTH_CHECK = "litellm-internal-health-check"
 BAD_KEY = "sk-not-a-key-of-this-proxy"
 UNKNOWN_MODEL = "no-such-model"
+GPT_LAB_DEPLOYMENTS = {"gpt-lab-acct111-use1", "gpt-lab-acct222-euw1", "gpt-lab-acct333-usw2"}
 
 
 def all_in_cooldown(call: Call) -> bool:
@@ -122,8 +123,13 @@ def drive(lab: Lab, merge_window: float, receiver: WebhookReceiver | None = None
         lab.check_alive()
 
     def steady() -> None:
-        for _ in range(9):
-            driver.chat("steady", "gpt-lab")
+        # routing is random: go on (bounded) until each of gpt-lab's deployments served a call,
+        # so every deployment has its remaining-requests/tokens gauges to compare
+        served: set[str] = set()
+        for count in range(40):
+            served.add(driver.chat("steady", "gpt-lab").deployment)
+            if count >= 8 and GPT_LAB_DEPLOYMENTS <= served:
+                break
         for _ in range(3):
             driver.chat("stream", "gpt-lab", stream=True)
         _parallel(driver, [("slow", "slow-model", False)] * 2  # fewer than the slow alert's min_events

@@ -26,6 +26,7 @@ import pytest
 from tests.e2e.promtext import drop_zero, norm, table
 from tests.e2e.scenario import (
     CROSSED_BUDGET,
+    GPT_LAB_DEPLOYMENTS,
     Run,
     all_in_cooldown,
     fallbacks_counted_under_the_group_asked_for,
@@ -97,7 +98,9 @@ def test_remaining_gauges(e2e_run: Run, metric: str) -> None:
     """Set from successful calls' x-ratelimit-remaining-* only: a 429's zero never sticks."""
     litellm = e2e_run.litellm.total(metric, REMAINING_LABELS, not_health_check)
     gatewatch = e2e_run.gatewatch.total(metric, REMAINING_LABELS)
-    assert {key[4] for key in litellm} >= {"gpt-lab-acct111-use1", "gpt-lab-acct222-euw1", "gpt-lab-acct333-usw2"}
+    served = {call.deployment for call in e2e_run.calls if call.ok and call.deployment in GPT_LAB_DEPLOYMENTS}
+    assert served == GPT_LAB_DEPLOYMENTS, f"the steady phase did not reach every deployment: {served}"
+    assert {key[4] for key in litellm} >= served, sorted(litellm)
     assert set(litellm) == set(gatewatch), (sorted(litellm), sorted(gatewatch))
     compare(metric, REMAINING_LABELS, litellm, gatewatch)
 
