@@ -1,18 +1,23 @@
-"""Alertmanager label matchers: `name="v"`, `name!="v"`, `name=~"re"`, `name!~"re"`.
+"""Label matchers: `name="v"`, `name!="v"`, `name=~"re"`, `name!~"re"`, and any of a list.
 
-One parser for routes, inhibit rules and silences, so a matcher an operator copies from
-an Alertmanager config (or `amtool`) means the same thing here. Regexes are anchored and
-a missing label matches as the empty string, as in Alertmanager.
+One `Matcher` for rule `where`s and overrides, routes, inhibit rules and silences, so a
+rule's filter and a route's matcher are the same object with the same semantics. The
+parser here reads Alertmanager's spelling (routes, inhibit rules, silences, the API), so
+a matcher an operator copies from an Alertmanager config (or `amtool`) means the same
+thing here; rule files keep their own spelling (agent/rules/model.py) and build the same
+`Matcher`. Regexes are anchored and a missing label matches as the empty string, as in
+Alertmanager.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MATCHER_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|==|=)\s*(.*?)\s*$", re.DOTALL)
 
 
@@ -22,37 +27,77 @@ class MatcherError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Matcher:
+    """One label matcher for routes, inhibitions, silences, the API v2 and rule `where`s.
+
+    The Alertmanager fields (`name`, `value`, `is_regex`, `is_equal`) are the whole truth for
+    routing and the API. Rules add one form Alertmanager spells as a regex: "any of these
+    values" (`any_of`), kept as a set so a rule tests membership instead of running a regex;
+    its `value` is the anchored alternation of the escaped values, so `matches`, `__str__`
+    and `to_api` mean the same thing to Alertmanager and to `amtool`.
+    """
+
     name: str
     value: str
     is_regex: bool = False
     is_equal: bool = True
-    _pattern: re.Pattern[str] | None = None
+    any_of: frozenset[str] | None = None
+    pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def create(cls, name: str, value: str, is_regex: bool = False, is_equal: bool = True) -> Matcher:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name or ""):
-            raise MatcherError(f"invalid label name {name!r}")
+        _check_name(name)
         pattern = None
         if is_regex:
             try:
                 pattern = re.compile(value)
             except re.error as exc:
                 raise MatcherError(f"invalid regex for {name}: {exc}") from None
-        return cls(name, value, is_regex, is_equal, pattern)
+        return cls(name, value, is_regex, is_equal, None, pattern)
+
+    @classmethod
+    def create_any_of(cls, name: str, values: Iterable[str]) -> Matcher:
+        """`name` equal to one of `values` (a rule's list form); at least one value."""
+        _check_name(name)
+        members = frozenset(values)
+        if not members:
+            raise MatcherError(f"expected at least one value for {name}")
+        value = "|".join(re.escape(v) for v in sorted(members))
+        return cls(name, value, True, True, members, re.compile(value))
+
+    @property
+    def op(self) -> str:
+        """The operator as rules know it: `=`, `!=`, `=~`, `!~` or `in` (any of `any_of`)."""
+        if self.any_of is not None:
+            return "in"
+        return self.operator
+
+    @property
+    def operator(self) -> str:
+        """The Alertmanager operator (`in` is a regex there)."""
+        if self.is_regex:
+            return "=~" if self.is_equal else "!~"
+        return "=" if self.is_equal else "!="
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        actual = labels.get(self.name, "")
-        if self._pattern is not None:
-            hit = self._pattern.fullmatch(actual) is not None
+        """Alertmanager semantics: a missing label matches as the empty string."""
+        return self.matches_value(labels.get(self.name, ""))
+
+    def matches_value(self, actual: str) -> bool:
+        """Test one label value (what a rule does per event)."""
+        if self.any_of is not None:
+            return actual in self.any_of
+        if self.pattern is not None:
+            hit = self.pattern.fullmatch(actual) is not None
         else:
             hit = actual == self.value
         return hit if self.is_equal else not hit
 
-    @property
-    def operator(self) -> str:
-        if self.is_regex:
-            return "=~" if self.is_equal else "!~"
-        return "=" if self.is_equal else "!="
+    def describe(self) -> str:
+        """The rule-side spelling (`label='v'`, `label in ['a', 'b']`): API output, error
+        messages and rule window identities, which are stored, so it must not change."""
+        if self.any_of is not None:
+            return f"{self.name} in {sorted(self.any_of)}"
+        return f"{self.name}{self.operator}{self.value!r}"
 
     def __str__(self) -> str:
         return f"{self.name}{self.operator}{json.dumps(self.value)}"
@@ -60,6 +105,11 @@ class Matcher:
     def to_api(self) -> dict[str, Any]:
         """Alertmanager API v2 shape."""
         return {"name": self.name, "value": self.value, "isRegex": self.is_regex, "isEqual": self.is_equal}
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_RE.fullmatch(name or ""):
+        raise MatcherError(f"invalid label name {name!r}")
 
 
 def parse_matcher(text: str) -> Matcher:

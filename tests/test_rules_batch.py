@@ -188,7 +188,7 @@ def test_budget_batches_add_like_the_reference():
                     or e.time < budget.period.start:
                 continue
             key = tuple(e.label(name) for name in budget.by)
-            if "" in key or not all(m(e.label(m.label)) for m in budget.spec.where):
+            if "" in key or not all(m.matches_value(e.label(m.name)) for m in budget.spec.where):
                 continue
             expected[key] = expected.get(key, 0.0) + float(e.cost_usd)
         assert budget.totals == expected, budget.rule.id

@@ -10,7 +10,7 @@ import pytest
 from agent.cli import main
 from agent.events import Event, Kind
 from agent.rules.loader import default_rules_dir, expand, load_rule_set
-from agent.rules.model import RuleSetError, parse_matcher
+from agent.rules.model import RuleSetError, parse_rule_matcher
 from agent.rules.schema import build_rule_set
 from agent.rules.template import Template, humanize, humanize_duration, humanize_percentage
 from agent.rules.values import parse_values
@@ -184,8 +184,9 @@ def test_humanize_filters():
     ],
 )
 def test_matchers(raw, yes, no):
-    m = parse_matcher("model_group", raw)
-    assert all(m(v) for v in yes) and not any(m(v) for v in no)
+    m = parse_rule_matcher("model_group", raw)
+    assert all(m.matches_value(v) for v in yes) and not any(m.matches_value(v) for v in no)
+    assert [m.matches({"model_group": v}) for v in yes + no] == [True] * len(yes) + [False] * len(no)
 
 
 def test_where_and_tags_read_the_event():
@@ -200,7 +201,7 @@ def test_where_and_tags_read_the_event():
                 above: 1
         """).rules()))
     e = Event(Kind.REQUEST, 0.0, tags=("tenant:acme", "scenario:upstream_429"))
-    assert [m(e.label(m.label)) for m in rule.where] == [True, True]
+    assert [m.matches_value(e.label(m.name)) for m in rule.where] == [True, True]
     assert e.label("tag_tenant") == "acme"
 
 

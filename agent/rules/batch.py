@@ -27,7 +27,7 @@ from itertools import compress
 from typing import Any
 
 from agent.events import LABEL_GETTERS, Event, Kind
-from agent.rules.model import Matcher
+from agent.matchers import Matcher
 from agent.rules.signals import BATCH_EXTRACT
 
 Key = tuple[str, ...]
@@ -99,23 +99,21 @@ def key_function(by: Sequence[str], getters: Sequence[Getter]) -> Callable[[Sequ
 
 
 def matcher_mask(matcher: Matcher, values: list[Any]) -> list[bool]:
-    """`[matcher(v) for v in values]` without a method call per value (same comparisons)."""
-    op = matcher.op
-    if op == "=":
-        value = matcher.value
-        return [v == value for v in values]
-    if op == "!=":
-        value = matcher.value
-        return [v != value for v in values]
-    if op == "in":
-        members = matcher.values
+    """`[matcher.matches_value(v) for v in values]` without a method call per value (same
+    comparisons)."""
+    members = matcher.any_of
+    if members is not None:
         return [v in members for v in values]
-    if matcher.regex is not None and op in ("=~", "!~"):
-        fullmatch = matcher.regex.fullmatch
-        if op == "=~":
-            return [fullmatch(v) is not None for v in values]
-        return [fullmatch(v) is None for v in values]
-    return [bool(matcher(v)) for v in values]
+    pattern = matcher.pattern
+    if pattern is None:
+        value = matcher.value
+        if matcher.is_equal:
+            return [v == value for v in values]
+        return [v != value for v in values]
+    fullmatch = pattern.fullmatch
+    if matcher.is_equal:
+        return [fullmatch(v) is not None for v in values]
+    return [fullmatch(v) is None for v in values]
 
 
 class BatchMemo:
@@ -191,11 +189,11 @@ class BatchMemo:
         return found
 
     def where(self, kinds: frozenset[str], get: Getter, matcher: Matcher) -> list[bool]:
-        memo = (kinds, matcher.label, matcher)
+        memo = (kinds, matcher.name, matcher)
         found = self._where.get(memo)
         if found is None:
-            if matcher.label in PLAIN_LABELS:
-                get = operator.attrgetter(matcher.label)
+            if matcher.name in PLAIN_LABELS:
+                get = operator.attrgetter(matcher.name)
             found = self._where[memo] = _mask(matcher_mask(matcher, list(map(get, self.of(kinds)))))
         return found
 

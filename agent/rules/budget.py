@@ -83,7 +83,7 @@ class BudgetRule:
         self.kinds = signal.kinds
         self.extract = signal.extract
         self.unit = signal.unit  # the value is the period's spend (or its projection) in the signal's unit
-        self.where = [(label_getter(m.label), m) for m in spec.where]
+        self.where = [(label_getter(m.name), m) for m in spec.where]
         self.by = spec.by
         self.by_getters = [label_getter(name) for name in spec.by]
         self._by = tuple(spec.by)

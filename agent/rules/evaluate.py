@@ -93,7 +93,7 @@ class CompiledRule:
         self.kinds = signal.kinds
         self.extract = signal.extract
         self.outcome = signal.outcome if rule.aggregate == "consecutive" else None
-        self.where = [(label_getter(m.label), m) for m in rule.where]
+        self.where = [(label_getter(m.name), m) for m in rule.where]
         self.by = rule.by
         self.by_getters = [label_getter(name) for name in rule.by]
         self.keep_empty = rule.keep_empty_labels
@@ -157,7 +157,7 @@ class CompiledRule:
                 return
             value = v
         for get, match in self.where:
-            if not match(get(e)):
+            if not match.matches_value(get(e)):
                 return
         key = tuple([g(e) for g in self.by_getters])
         if not self.keep_empty and "" in key:

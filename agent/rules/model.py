@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.events import LABEL_NAMES
+from agent.matchers import Matcher
 from agent.rules import template
 
 LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -60,56 +61,24 @@ def label_valid(name: str) -> bool:
             or (name.startswith("tag_") and len(name) > 4 and bool(LABEL_RE.match(name))))
 
 
-@dataclass(frozen=True)
-class Matcher:
-    """`value` equal, `!value` not equal, `~regex` full match, `!~regex` no match, list = any of."""
-
-    label: str
-    op: str  # = != =~ !~ in
-    value: str
-    values: frozenset[str] = frozenset()
-    regex: re.Pattern[str] | None = None
-
-    def __call__(self, value: str) -> bool:
-        op = self.op
-        if op == "=":
-            return value == self.value
-        if op == "!=":
-            return value != self.value
-        if op == "in":
-            return value in self.values
-        assert self.regex is not None
-        found = self.regex.fullmatch(value) is not None
-        return found if op == "=~" else not found
-
-    def promql(self, label: str | None = None) -> str:
-        name = label or self.label
-        if self.op == "in":
-            return f'{name}=~"{"|".join(re.escape(v) for v in sorted(self.values))}"'
-        return f"{name}{self.op}{json.dumps(self.value)}"
-
-    def describe(self) -> str:
-        if self.op == "in":
-            return f"{self.label} in {sorted(self.values)}"
-        return f"{self.label}{self.op}{self.value!r}"
-
-
-def parse_matcher(label: str, raw: Any) -> Matcher:
+def parse_rule_matcher(label: str, raw: Any) -> Matcher:
+    """A rule file's matcher: `value` equal, `!value` not equal, `~regex` full match,
+    `!~regex` no match, a list = any of; the shared `Matcher` routes and silences use too."""
     if isinstance(raw, list):
         if not raw:
             raise ValueError("expected a non-empty list of values")
-        return Matcher(label, "in", "", frozenset(scalar(v) for v in raw))
+        return Matcher.create_any_of(label, [scalar(v) for v in raw])
     text = scalar(raw)
     for prefix, op in (("!~", "!~"), ("~", "=~"), ("!", "!="), ("=", "=")):
         if text.startswith(prefix):
             body = text[len(prefix):]
             if op in ("=~", "!~"):
                 try:
-                    return Matcher(label, op, body, regex=re.compile(body))
+                    re.compile(body)
                 except re.error as exc:
                     raise ValueError(f"invalid regular expression {body!r}: {exc}") from None
-            return Matcher(label, op, body)
-    return Matcher(label, "=", text)
+            return Matcher.create(label, body, is_regex=op in ("=~", "!~"), is_equal=op in ("=", "=~"))
+    return Matcher.create(label, text)
 
 
 def scalar(value: Any) -> str:
@@ -128,7 +97,7 @@ class Override:
     min_events: int | None = None
 
     def applies(self, labels: Mapping[str, str]) -> bool:
-        return all(m(labels.get(m.label, "")) for m in self.match)
+        return all(m.matches(labels) for m in self.match)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.configtypes import ConfigError, interpolate, parse_duration
 from agent.events import LABEL_NAMES
+from agent.matchers import Matcher
 from agent.rules import template
 from agent.rules.model import (
     EXTRA_LABELS,
@@ -28,14 +29,13 @@ from agent.rules.model import (
     RULE_KEYS,
     BudgetSpec,
     Group,
-    Matcher,
     Override,
     Rule,
     RuleError,
     RuleSet,
     RuleSetError,
     label_valid,
-    parse_matcher,
+    parse_rule_matcher,
     scalar,
 )
 from agent.rules.signals import BUDGET_SIGNALS, SIGNALS, parse_quantile
@@ -269,7 +269,7 @@ def _where(ctx: _Ctx, path: Path, value: Any) -> tuple[Matcher, ...] | None:
                                       f"{', '.join(LABEL_NAMES + EXTRA_LABELS)} or tag_<name>")
             return None
         try:
-            out.append(parse_matcher(label, raw))
+            out.append(parse_rule_matcher(label, raw))
         except ValueError as exc:
             ctx.error((*path, label), str(exc))
             return None
@@ -412,9 +412,9 @@ def _parse_overrides(ctx: _Ctx, path: Path, value: Any, rule: Rule) -> tuple[Ove
                 ctx.error((*ipath, key), f"unknown key; expected one of: {', '.join(OVERRIDE_KEYS)}")
         match = _where(ctx, (*ipath, "match"), item["match"]) or ()
         for m in match:
-            if m.label not in rule.by:
-                ctx.error((*ipath, "match", m.label), f"overrides match on the rule's `by` labels "
-                                                      f"({', '.join(rule.by) or 'none'}), not {m.label!r}")
+            if m.name not in rule.by:
+                ctx.error((*ipath, "match", m.name), f"overrides match on the rule's `by` labels "
+                                                      f"({', '.join(rule.by) or 'none'}), not {m.name!r}")
         above = _number(ctx, (*ipath, "above"), item["above"]) if item.get("above") is not None else None
         below = _number(ctx, (*ipath, "below"), item["below"]) if item.get("below") is not None else None
         if (above is not None and rule.below is not None) or (below is not None and rule.above is not None):

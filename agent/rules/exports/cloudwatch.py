@@ -146,20 +146,20 @@ def _where(raw: Any) -> list[tuple[str, str, tuple[str, ...]]]:
     if not raw:
         return []
     if isinstance(raw, Mapping):
-        from agent.rules.model import parse_matcher
+        from agent.rules.model import parse_rule_matcher
 
         matchers = []
         for label, value in raw.items():
             try:
-                matchers.append(parse_matcher(str(label), value))
+                matchers.append(parse_rule_matcher(str(label), value))
             except ValueError as exc:
                 raise _Unmappable(f"`where` {label}: {exc}") from None
     else:
         matchers = list(raw)
     out = []
     for m in matchers:
-        values = tuple(sorted(m.values)) if m.op == "in" else (m.value,)
-        out.append((m.label, m.op, values))
+        values = tuple(sorted(m.any_of)) if m.any_of is not None else (m.value,)
+        out.append((m.name, m.op, values))
     return out
 
 

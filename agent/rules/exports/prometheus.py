@@ -19,8 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.matchers import Matcher
 from agent.rules.exports.skipped import Skipped
-from agent.rules.model import Matcher, Rule, RuleSet
+from agent.rules.model import Rule, RuleSet
 
 DEP = {"model": "litellm_model_name", "deployment": "model_id", "api_base": "api_base", "api_provider": "api_provider",
        "model_group": "model_group", "requested_model": "requested_model", "key_alias": "api_key_alias",
@@ -139,7 +140,7 @@ class _RuleExporter:
     def signal(self) -> PromSignal:
         rule = self.rule
         if rule.signal == "fallbacks":
-            status = next((m.value for m in rule.where if m.label == "status" and m.op == "="), None)
+            status = next((m.value for m in rule.where if m.name == "status" and m.op == "="), None)
             if status not in FALLBACK_METRICS:
                 raise Unexportable("fallbacks export needs `where: {status: success}` or `{status: failure}` "
                                    "(two different metrics)")
@@ -152,17 +153,17 @@ class _RuleExporter:
     def matchers(self, sig: PromSignal, where: Iterable[Matcher]) -> list[str]:
         out = []
         for m in where:
-            if m.label in sig.implied:
-                if m.op == "=" and m.value == sig.implied[m.label]:
+            if m.name in sig.implied:
+                if m.op == "=" and m.value == sig.implied[m.name]:
                     continue
                 raise Unexportable(f"`where` {m.describe()}: the metric {sig.metric} only has "
-                                   f"{m.label}={sig.implied[m.label]}")
-            if m.label == "health_check" and m.op == "=" and m.value == "false":
+                                   f"{m.name}={sig.implied[m.name]}")
+            if m.name == "health_check" and m.op == "=" and m.value == "false":
                 continue  # health checks never reach the litellm_* series
-            target = sig.labels.get(m.label)
+            target = sig.labels.get(m.name)
             if target is None:
-                raise Unexportable(f"`where` on {m.label}: {sig.metric} has no such label")
-            out.append(m.promql(target))
+                raise Unexportable(f"`where` on {m.name}: {sig.metric} has no such label")
+            out.append(_promql(m, target))
         return out
 
     def by(self, sig: PromSignal) -> list[str]:
@@ -255,11 +256,11 @@ class _RuleExporter:
             if len(o.match) != 1:
                 raise Unexportable("overrides matching on several labels are not exported")
             m = o.match[0]
-            target = sig.labels[m.label] if m.label in sig.labels else None
+            target = sig.labels[m.name] if m.name in sig.labels else None
             if target is None:
-                raise Unexportable(f"override on {m.label}: {sig.metric} has no such label")
+                raise Unexportable(f"override on {m.name}: {sig.metric} has no such label")
             value = o.above if o.above is not None else o.below
-            out.append((op, value if value is not None else rule.threshold, [m.promql(target)], ""))
+            out.append((op, value if value is not None else rule.threshold, [_promql(m, target)], ""))
             negated.append(_negate(m, target))
         out.insert(0, (op, rule.threshold, negated, ""))
         return out
@@ -347,16 +348,19 @@ class _RuleExporter:
         return item
 
 
+def _promql(m: Matcher, target: str) -> str:
+    """`m` as a PromQL label matcher on the metric's label `target`."""
+    if m.any_of is not None:
+        return f'{target}=~"{m.value}"'
+    return f"{target}{m.operator}{json.dumps(m.value)}"
+
+
 def _negate(m: Matcher, target: str) -> str:
-    if m.op == "=":
-        return f"{target}!={json.dumps(m.value)}"
-    if m.op == "!=":
-        return f"{target}={json.dumps(m.value)}"
-    if m.op == "=~":
-        return f"{target}!~{json.dumps(m.value)}"
-    if m.op == "!~":
-        return f"{target}=~{json.dumps(m.value)}"
-    return f'{target}!~"{"|".join(re.escape(v) for v in sorted(m.values))}"'
+    """The matcher selecting what `m` does not (the rule's series outside its overrides)."""
+    if m.any_of is not None:
+        return f'{target}!~"{m.value}"'
+    flipped = {"=": "!=", "!=": "=", "=~": "!~", "!~": "=~"}[m.operator]
+    return f"{target}{flipped}{json.dumps(m.value)}"
 
 
 _EXPR_RE = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.S)
