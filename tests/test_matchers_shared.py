@@ -8,9 +8,12 @@ rule filters events with it, a route picks a receiver or a silence mutes an aler
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import textwrap
 
 import pytest
+import yaml
 
 from agent.alerts.config import InhibitRuleConfig, RouteConfig
 from agent.alerts.router import InhibitRule, compile_route
@@ -18,6 +21,7 @@ from agent.alerts.silences import Silence, silence_from_request
 from agent.events import Event, Kind
 from agent.matchers import Matcher, MatcherError, parse_matcher, parse_matcher_object, parse_matchers
 from agent.rules.batch import ALL, BatchMemo, matcher_mask
+from agent.rules.exports.prometheus import export_prometheus
 from agent.rules.model import parse_rule_matcher
 from agent.rules.schema import build_rule_set
 
@@ -102,3 +106,41 @@ def test_describe_keeps_the_rule_spelling():
     """Rule window identities hash `describe()`, and they are stored (Redis, budgets)."""
     assert [parse_rule_matcher("team", raw).describe() for raw in ["a", "!a", "~a.*", "!~a.*", ["b", "a"]]] == [
         "team='a'", "team!='a'", "team=~'a.*'", "team!~'a.*'", "team in ['a', 'b']"]
+
+
+def test_a_list_where_exports_to_promql_prometheus_parses_and_matches(tmp_path):
+    """A rule's list (any of) is a regex in PromQL: its escapes must be escaped again inside the
+    PromQL string (`"gpt\\\\-lab"`), or Prometheus refuses the rule (`unknown escape sequence`)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (scripts/install-test-deps.sh installs Debian's prometheus package)")
+    text = textwrap.dedent("""\
+        groups:
+          - name: g
+            interval: 15s
+            rules:
+              - alert: ListedFailing
+                signal: errors
+                aggregate: count
+                over: 1m
+                by: [model_group]
+                where: {model_group: [gpt-lab, a.b]}
+                above: 1
+        """)
+    exported = export_prometheus(build_rule_set([("rules.yml", text)], env={}))
+    assert not exported.skipped
+    expr = exported.groups[0]["rules"][0]["expr"]
+    assert 'model_group=~"a\\\\.b|gpt\\\\-lab"' in expr, expr
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": exported.groups}))
+    series = "litellm_deployment_failure_responses_total{{model_group=\"{}\"}}"
+    (tmp_path / "t.yml").write_text(yaml.safe_dump({
+        "rule_files": ["rules.yml"], "evaluation_interval": "15s",
+        "tests": [{"interval": "15s",
+                   "input_series": [{"series": series.format(group), "values": "0+2x20"}
+                                    for group in ("gpt-lab", "a.b", "axb", "gpt-lab2")],
+                   "alert_rule_test": [{"eval_time": "2m", "alertname": "ListedFailing",
+                                        "exp_alerts": [{"exp_labels": {"model_group": "a.b"}},
+                                                       {"exp_labels": {"model_group": "gpt-lab"}}]}]}]}))
+    checked = subprocess.run([promtool, "test", "rules", "t.yml"], capture_output=True, text=True, cwd=tmp_path,
+                             timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

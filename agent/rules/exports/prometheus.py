@@ -349,16 +349,12 @@ class _RuleExporter:
 
 
 def _promql(m: Matcher, target: str) -> str:
-    """`m` as a PromQL label matcher on the metric's label `target`."""
-    if m.any_of is not None:
-        return f'{target}=~"{m.value}"'
+    """`m` as a PromQL label matcher on the metric's label `target` (a list is its regex)."""
     return f"{target}{m.operator}{json.dumps(m.value)}"
 
 
 def _negate(m: Matcher, target: str) -> str:
     """The matcher selecting what `m` does not (the rule's series outside its overrides)."""
-    if m.any_of is not None:
-        return f'{target}!~"{m.value}"'
     flipped = {"=": "!=", "!=": "=", "=~": "!~", "!~": "=~"}[m.operator]
     return f"{target}{flipped}{json.dumps(m.value)}"
 
