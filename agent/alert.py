@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal, Protocol
 
 AlertState = Literal["pending", "firing", "resolved"]
@@ -25,8 +25,30 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass(kw_only=True)
+class AlertFacts:
+    """What a notification needs to tell the truth (issue 18), shared by the alert record and
+    by the notification's alert item (agent/alerts/notification.py), which copies it: the
+    value's unit (agent/alerts/units.py); on resolve, how long the condition held and how long
+    keep_firing_for kept it firing after, and whether it resolved because no data reached the
+    rule (not seen fixed); the task whose own view a `scope: local` alert is. Keyword-only, so
+    each record keeps its own fields first and positional."""
+
+    unit: str = ""
+    held_for: float | None = None
+    kept_for: float | None = None
+    no_data: bool = False
+    task: str = ""
+    # rules that count occurrences (a cooldown, a refusal): the condition holds until the window
+    # `window` seconds long has none; held_for then spans the occurrences only
+    window: float | None = None
+
+
+FACT_FIELDS = tuple(f.name for f in fields(AlertFacts))
+
+
 @dataclass
-class Alert:
+class Alert(AlertFacts):
     labels: dict[str, str]  # alertname, severity, and the rule's `by` labels
     annotations: dict[str, str] = field(default_factory=dict)
     state: AlertState = "firing"
@@ -36,18 +58,6 @@ class Alert:
     resolved_at: float | None = None
     rule_group: str = ""
     scope: Literal["local", "global"] = "local"
-    # what a notification needs to tell the truth (issue 18): the value's unit (agent/alerts/units.py);
-    # on resolve, how long the condition held and how long keep_firing_for kept it firing after,
-    # and whether it resolved because no data reached the rule (not seen fixed); the task whose
-    # own view a `scope: local` alert is
-    unit: str = ""
-    held_for: float | None = None
-    kept_for: float | None = None
-    no_data: bool = False
-    task: str = ""
-    # rules that count occurrences (a cooldown, a refusal): the condition holds until the window
-    # `window` seconds long has none; held_for then spans the occurrences only
-    window: float | None = None
     generator_url: str = ""  # where it came from (Prometheus's graph link), for the API v2 and the console
 
     @property

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import Config, load_config
+from agent.config_cli import load_and_run
 from agent.configtypes import ConfigError
 
 # modules that add verbs: each has register(subparsers) -> None
@@ -51,11 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.file)
-        checks = asyncio.run(_deep_check(config))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    checks = load_and_run(args.file, _deep_check)
+    if checks is None:
         return 1
     print(f"{args.file}: OK")
     for line in checks:

@@ -14,7 +14,7 @@ TOKEN = "v2-test-token-5150"
 
 
 class HookReceiver:
-    """Captures what the json:// receiver posts (the notification gatewatch sends)."""
+    """Captures what the json:// receiver posts (the notification gatewatch sends), with its headers."""
 
     def __init__(self, status: int = 200) -> None:
         self.got: list[dict[str, Any]] = []
@@ -28,23 +28,31 @@ class HookReceiver:
         return self
 
     async def hook(self, request: web.Request) -> web.Response:
-        self.got.append({"path": request.path, "body": await request.json(), "answered": self.status})
+        self.got.append({"path": request.path, "headers": dict(request.headers), "body": await request.json(),
+                         "answered": self.status})
         return web.json_response({}, status=self.status)
 
     @property
     def port(self) -> int:
         return self.server.port
 
+    def titles(self) -> list[str]:
+        return [g["body"].get("title", "") for g in self.got if "title" in g["body"]]
 
-def notify_config(tmp_path: Path, receiver: HookReceiver | None = None, **server: Any) -> dict[str, Any]:
+
+def notify_config(tmp_path: Path, receiver: HookReceiver | None = None, *, state: str = "state",
+                  hook_path: str = "hook", route: dict[str, Any] | None = None, **server: Any) -> dict[str, Any]:
+    """A gatewatch config with one receiver `oncall` posting JSON to `receiver` at `/hook_path`;
+    `route` replaces the default one (grouped by alertname, sent at once, 1 s apart), `server`
+    adds server settings. State in `tmp_path/<state>`."""
     port = receiver.port if receiver is not None else 9  # discard: nothing listens, deliveries just retry
     return {
-        "state_dir": str(tmp_path / "state"),
+        "state_dir": str(tmp_path / state),
         "server": {"auth_token": TOKEN, **server},
         "notify": {
-            "receivers": [{"name": "oncall", "urls": [f"json://127.0.0.1:{port}/hook"]}],
-            "route": {"receiver": "oncall", "group_by": ["alertname"], "group_wait": "0s",
-                      "group_interval": "1s"},
+            "receivers": [{"name": "oncall", "urls": [f"json://127.0.0.1:{port}/{hook_path}"]}],
+            "route": route or {"receiver": "oncall", "group_by": ["alertname"], "group_wait": "0s",
+                               "group_interval": "1s"},
             "outbox": {"initial_backoff": "50ms", "max_backoff": "100ms"},
         },
     }

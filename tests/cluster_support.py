@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
 from agent.parse.litellm import decode_body
 from agent.rules.signals import SIGNALS
 from tests.conftest import FIXTURES, ROOT, free_port, lab_env, load_capture
-from tests.notify_support import until
+from tests.notify_support import ReceiverProcess, until
+
+STORM_CAPTURE = "generic_api_no_deployments.json"  # every gpt-lab deployment answering 429
+
+
+def storm_rules_yaml(storm_above: int, over: str) -> str:
+    """The `storm` rule group: a 429 storm over all sidecars (`scope: global`) pages above `storm_above`."""
+    return f"""
+  - name: storm
+    interval: 1s
+    rules:
+      - alert: RateLimitStorm
+        signal: rate_limited
+        aggregate: count
+        over: {over}
+        by: [model_group]
+        where: {{model_group: gpt-lab}}
+        above: {storm_above}
+        scope: global
+        labels: {{severity: critical}}
+"""
 
 
 def retimed_body(capture: str, tag: str, end: float | None = None) -> bytes:
@@ -143,3 +166,37 @@ def notifications(pages: list[dict[str, Any]], alertname: str) -> list[dict[str,
     """Webhook bodies that carry `alertname`."""
     return [p["body"] for p in pages
             if any(a["labels"].get("alertname") == alertname for a in p["body"].get("alerts", []))]
+
+
+class Sidecars:
+    """Starts groups of sidecars on one Redis (node or cluster) and one webhook receiver, for a
+    test's fixture; `stop()` ends every one started, even when a start failed half-way."""
+
+    def __init__(self, workdir: Path, redis: Any, hook_url: str) -> None:
+        self.workdir, self.redis, self.hook_url = workdir, redis, hook_url
+        self.started: list[Sidecar] = []
+
+    async def start(self, rules_yaml: str, n: int = 3, **state: Any) -> list[Sidecar]:
+        """`n` sidecars with the rule file `rules_yaml` and extra `state` settings, once all are ready."""
+        rules = self.workdir / "rules.yml"
+        rules.write_text(rules_yaml)
+        where = self.redis.state_config()
+        extra = {k: v for k, v in where.items() if k != "url"}
+        group = [Sidecar(i, self.workdir / f"sidecar{i}",
+                         sidecar_config(i, self.workdir / f"sidecar{i}", where["url"], rules, self.hook_url,
+                                        **extra, **state)) for i in range(n)]
+        self.started.extend(group)
+        await asyncio.gather(*(s.ready() for s in group))
+        return group
+
+    def stop(self) -> None:
+        for sidecar in self.started:
+            sidecar.stop()
+
+
+@pytest.fixture(name="receiver")
+def receiver_fixture() -> Iterator[ReceiverProcess]:
+    """`receiver`: the webhook receiver process the sidecars page (import it into the test module)."""
+    process = ReceiverProcess()
+    yield process
+    process.close()

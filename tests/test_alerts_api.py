@@ -12,71 +12,26 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from agent import cli
 from agent.redact import RedactingFilter
+from tests.alerts_v2_support import TOKEN, Api, HookReceiver, notify_config
 from tests.notify_support import until
 
-TOKEN = "api-test-token-4242"
 SECRET_PATH = "s3cr3t-hook-path-777"
-
-
-class LocalReceiver:
-    def __init__(self, status: int = 200) -> None:
-        self.got: list[dict[str, Any]] = []
-        self.status = status
-
-    async def start(self) -> LocalReceiver:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self.hook)
-        self.server = TestServer(app, host="127.0.0.1")
-        await self.server.start_server()
-        return self
-
-    async def hook(self, request: web.Request) -> web.Response:
-        self.got.append({"path": request.path, "headers": dict(request.headers), "body": await request.json()})
-        return web.json_response({}, status=self.status)
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    def titles(self) -> list[str]:
-        return [g["body"].get("title", "") for g in self.got if "title" in g["body"]]
 
 
 @pytest.fixture
 async def receiver() -> Any:
-    r = await LocalReceiver().start()
+    r = await HookReceiver().start()
     yield r
     await r.server.close()
 
 
-def config(receiver: LocalReceiver, state_dir: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "state_dir": str(state_dir),
-        "server": {"auth_token": TOKEN},
-        "notify": {
-            "receivers": [{"name": "oncall", "urls": [f"json://127.0.0.1:{receiver.port}/{SECRET_PATH}"]}],
-            "route": {"receiver": "oncall", "group_by": ["..."], "group_wait": "0s"},
-            "outbox": {"initial_backoff": "50ms", "max_backoff": "100ms"},
-            **extra,
-        },
-    }
-
-
-class Api:
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    async def call(self, method: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with aiohttp.ClientSession() as session, session.request(method, self.base + path, json=body,
-                                                                       headers=headers) as response:
-            text = await response.text()
-            return response.status, json.loads(text) if text else None
+def config(receiver: HookReceiver, tmp_path: Path, state: str = "state") -> dict[str, Any]:
+    """Every label grouped (the title names the deployment); the hook at a path no answer or log may show."""
+    return notify_config(tmp_path, receiver, state=state, hook_path=SECRET_PATH,
+                         route={"receiver": "oncall", "group_by": ["..."], "group_wait": "0s"})
 
 
 ALERTS = [{"labels": {"alertname": "DeploymentRateLimited", "severity": "critical", "deployment": dep,
@@ -84,9 +39,9 @@ ALERTS = [{"labels": {"alertname": "DeploymentRateLimited", "severity": "critica
           for dep, region in (("gpt-lab-acct111-use1", "us-east-1"), ("gpt-lab-acct222-euw1", "eu-west-1"))]
 
 
-async def test_silences_api_is_enforced_persisted_and_protected(gatewatch_server: Any, receiver: LocalReceiver,
+async def test_silences_api_is_enforced_persisted_and_protected(gatewatch_server: Any, receiver: HookReceiver,
                                                                 tmp_path: Path) -> None:
-    gw, base = await gatewatch_server(config(receiver, tmp_path / "state"))
+    gw, base = await gatewatch_server(config(receiver, tmp_path))
     api = Api(base)
     body = {"matchers": ['deployment="gpt-lab-acct111-use1"'], "duration": "2h", "createdBy": "alice",
             "comment": "quota raise in progress"}
@@ -115,7 +70,7 @@ async def test_silences_api_is_enforced_persisted_and_protected(gatewatch_server
 
     # persisted: a new process on the same state_dir lists it
     await gw.stop()
-    _gw2, base2 = await gatewatch_server(config(receiver, tmp_path / "state"))
+    _gw2, base2 = await gatewatch_server(config(receiver, tmp_path))
     status, items = await Api(base2).call("GET", "/api/v1/silences")
     assert [(s["id"], s["status"]["state"], s["comment"]) for s in items] == [
         (silence_id, "expired", "quota raise in progress")]
@@ -129,16 +84,16 @@ async def test_silences_api_is_enforced_persisted_and_protected(gatewatch_server
     ({"matchers": ["a=b"]}, "endsAt or duration"),
     ({"matchers": ["a=b"], "duration": "soon"}, "duration"),
 ])
-async def test_bad_silences_are_400_with_a_reason(gatewatch_server: Any, receiver: LocalReceiver, tmp_path: Path,
+async def test_bad_silences_are_400_with_a_reason(gatewatch_server: Any, receiver: HookReceiver, tmp_path: Path,
                                                   body: dict, message: str) -> None:
-    _gw, base = await gatewatch_server(config(receiver, tmp_path / "state"))
+    _gw, base = await gatewatch_server(config(receiver, tmp_path))
     status, answer = await Api(base).call("POST", "/api/v1/silences", body)
     assert status == 400 and message in answer["error"]
 
 
-async def test_cli_silence_add_list_expire(gatewatch_server: Any, receiver: LocalReceiver, tmp_path: Path,
+async def test_cli_silence_add_list_expire(gatewatch_server: Any, receiver: HookReceiver, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    _gw, base = await gatewatch_server(config(receiver, tmp_path / "state"))
+    _gw, base = await gatewatch_server(config(receiver, tmp_path))
     common = ["--url", base, "--token", TOKEN]
 
     def run(*argv: str) -> tuple[int, str, str]:
@@ -166,9 +121,9 @@ async def test_dead_letters_api_masks_targets(gatewatch_server: Any, tmp_path: P
                                               caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     caplog.handler.addFilter(RedactingFilter())  # as on gatewatch's own log handler (agent.logsetup.configure)
-    broken = await LocalReceiver(status=400).start()
+    broken = await HookReceiver(status=400).start()
     try:
-        gw, base = await gatewatch_server(config(broken, tmp_path / "state"))
+        gw, base = await gatewatch_server(config(broken, tmp_path))
         api = Api(base)
         assert (await api.call("POST", "/api/v1/alerts", ALERTS[:1]))[0] == 200
         await until(lambda: gw.notify.outbox.dead_count == 1, what="a dead letter")
@@ -207,9 +162,9 @@ async def test_dead_letters_api_masks_targets(gatewatch_server: Any, tmp_path: P
         await broken.server.close()
 
 
-async def test_notify_test_via_api_and_cli(gatewatch_server: Any, receiver: LocalReceiver, tmp_path: Path,
+async def test_notify_test_via_api_and_cli(gatewatch_server: Any, receiver: HookReceiver, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    _gw, base = await gatewatch_server(config(receiver, tmp_path / "state"))
+    _gw, base = await gatewatch_server(config(receiver, tmp_path))
     status, answer = await Api(base).call("POST", "/api/v1/receivers/oncall/test")
     assert status == 200 and answer["ok"] and answer["results"][0]["target"] == "json://***"
     assert receiver.titles() == ["[FIRING:1] GatewatchTest"]
@@ -218,7 +173,7 @@ async def test_notify_test_via_api_and_cli(gatewatch_server: Any, receiver: Loca
     config_file = tmp_path / "gw.yaml"
     import yaml
 
-    data = config(receiver, tmp_path / "state2")
+    data = config(receiver, tmp_path, "state2")
     data["notify"]["receivers"][0]["urls"] = ["${ONCALL_URL}"]
     config_file.write_text(yaml.safe_dump(data))
     monkeypatch.setenv("ONCALL_URL", f"json://127.0.0.1:{receiver.port}/{SECRET_PATH}")

@@ -27,6 +27,8 @@ def make(alerts: list[AlertItem], group: dict[str, str] | None = None) -> Notifi
 
 def test_durations_and_values() -> None:
     assert [fmt_duration(s) for s in (0, 45, 725, 3725, 90061)] == ["0s", "45s", "12m 5s", "1h 2m", "1d 1h 1m"]
+    # one formatter with the value-with-unit text (agent.alerts.units): a resolve under 10 s keeps its fraction
+    assert [fmt_duration(s) for s in (2.5, 0.25, None, float("nan"), float("inf"))] == ["2.5s", "0.25s", "?", "?", "∞"]
     assert [fmt_value(v) for v in (None, 3.0, 0.125, 25.3456, 123456.0, 0.00001)] == [
         "—", "3", "0.125", "25.3456", "123456", "1e-05"]
 

@@ -28,7 +28,16 @@ from typing import Any
 
 import pytest
 
-from tests.cluster_support import Sidecar, fixture_sum, notifications, retimed_body, sidecar_config
+from tests.cluster_support import (
+    STORM_CAPTURE,
+    Sidecar,
+    Sidecars,
+    fixture_sum,
+    notifications,
+    receiver_fixture,  # noqa: F401  (the `receiver` fixture)
+    retimed_body,
+    storm_rules_yaml,
+)
 from tests.conftest import batch_files
 from tests.notify_support import ReceiverProcess, until
 from tests.redis_cluster_support import REDIS_CLI, RedisClusterServer
@@ -36,11 +45,9 @@ from tests.redis_support import RedisServer, requires_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, requires_redis]
 
-STORM_CAPTURE = "generic_api_no_deployments.json"  # every gpt-lab deployment answering 429
-
 
 def rules_yaml(budget_limit: float, storm_above: int) -> str:
-    return f"""
+    budget = f"""
 groups:
   - name: budget
     interval: 1s
@@ -54,20 +61,8 @@ groups:
           limit: {budget_limit!r}
           thresholds: [1.0]
         labels: {{severity: warning}}
-        annotations: {{summary: "gpt-lab spent {{{{ spend }}}} of {{{{ limit }}}}"}}
-  - name: storm
-    interval: 1s
-    rules:
-      - alert: RateLimitStorm
-        signal: rate_limited
-        aggregate: count
-        over: 6s
-        by: [model_group]
-        where: {{model_group: gpt-lab}}
-        above: {storm_above}
-        scope: global
-        labels: {{severity: critical}}
-"""
+        annotations: {{summary: "gpt-lab spent {{{{ spend }}}} of {{{{ limit }}}}"}}"""
+    return budget + storm_rules_yaml(storm_above, "6s")
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +86,6 @@ def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any
     server.close()
 
 
-@pytest.fixture
-def receiver() -> Iterator[ReceiverProcess]:
-    process = ReceiverProcess()
-    yield process
-    process.close()
-
-
 class Cluster:
     def __init__(self, sidecars: list[Sidecar]) -> None:
         self.sidecars = sidecars
@@ -117,23 +105,13 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(tmp_path: Path, redis_server: Any, receiver: ReceiverProcess) -> AsyncIterator[Any]:
-    started: list[Sidecar] = []
+    sidecars = Sidecars(tmp_path, redis_server, receiver.url("/hook"))
 
     async def start(budget_limit: float = 1e9, storm_above: int = 1000, n: int = 3) -> Cluster:
-        rules = tmp_path / "rules.yml"
-        rules.write_text(rules_yaml(budget_limit, storm_above))
-        where = redis_server.state_config()
-        extra = {k: v for k, v in where.items() if k != "url"}
-        sidecars = [Sidecar(i, tmp_path / f"sidecar{i}",
-                            sidecar_config(i, tmp_path / f"sidecar{i}", where["url"], rules,
-                                           receiver.url("/hook"), **extra)) for i in range(n)]
-        started.extend(sidecars)
-        await asyncio.gather(*(s.ready() for s in sidecars))
-        return Cluster(sidecars)
+        return Cluster(await sidecars.start(rules_yaml(budget_limit, storm_above), n))
 
     yield start
-    for sidecar in started:
-        sidecar.stop()
+    sidecars.stop()
 
 
 def spend_bodies(rounds: int) -> list[bytes]:

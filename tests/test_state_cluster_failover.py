@@ -18,7 +18,16 @@ from typing import Any
 
 import pytest
 
-from tests.cluster_support import Sidecar, fixture_sum, notifications, retimed_body, sidecar_config
+from tests.cluster_support import (
+    STORM_CAPTURE,
+    Sidecar,
+    Sidecars,
+    fixture_sum,
+    notifications,
+    receiver_fixture,  # noqa: F401  (the `receiver` fixture)
+    retimed_body,
+    storm_rules_yaml,
+)
 from tests.notify_support import ReceiverProcess, until
 from tests.redis_cluster_support import REDIS_CLI, RedisClusterServer
 from tests.redis_support import requires_redis
@@ -26,26 +35,10 @@ from tests.redis_support import requires_redis
 pytestmark = [pytest.mark.integration, pytest.mark.slow, requires_redis,
               pytest.mark.skipif(REDIS_CLI is None, reason="redis-cli not installed")]
 
-STORM_CAPTURE = "generic_api_no_deployments.json"  # every gpt-lab deployment answering 429
-
 
 def rules_yaml(storm_above: int) -> str:
     # a window long enough to hold the whole storm across the failover (a few seconds)
-    return f"""
-groups:
-  - name: storm
-    interval: 1s
-    rules:
-      - alert: RateLimitStorm
-        signal: rate_limited
-        aggregate: count
-        over: 20s
-        by: [model_group]
-        where: {{model_group: gpt-lab}}
-        above: {storm_above}
-        scope: global
-        labels: {{severity: critical}}
-"""
+    return "\ngroups:" + storm_rules_yaml(storm_above, "20s")
 
 
 @pytest.fixture
@@ -56,32 +49,15 @@ def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServer]:
 
 
 @pytest.fixture
-def receiver() -> Iterator[ReceiverProcess]:
-    process = ReceiverProcess()
-    yield process
-    process.close()
-
-
-@pytest.fixture
 async def sidecars(tmp_path: Path, redis_cluster: RedisClusterServer,
                    receiver: ReceiverProcess) -> AsyncIterator[Any]:
-    started: list[Sidecar] = []
+    started = Sidecars(tmp_path, redis_cluster, receiver.url("/hook"))
 
     async def start(storm_above: int) -> list[Sidecar]:
-        rules = tmp_path / "rules.yml"
-        rules.write_text(rules_yaml(storm_above))
-        where = redis_cluster.state_config()
-        extra = {k: v for k, v in where.items() if k != "url"}
-        group = [Sidecar(i, tmp_path / f"sidecar{i}",
-                         sidecar_config(i, tmp_path / f"sidecar{i}", where["url"], rules, receiver.url("/hook"),
-                                        failover_timeout="30s", **extra)) for i in range(3)]
-        started.extend(group)
-        await asyncio.gather(*(s.ready() for s in group))
-        return group
+        return await started.start(rules_yaml(storm_above), failover_timeout="30s")
 
     yield start
-    for sidecar in started:
-        sidecar.stop()
+    started.stop()
 
 
 async def test_primary_killed_during_a_429_storm_one_page_one_resolve_every_429_counted_once(

@@ -12,9 +12,11 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agent.alert import FACT_FIELDS, AlertFacts
+
 
 @dataclass
-class AlertItem:
+class AlertItem(AlertFacts):
     status: str  # firing | resolved
     labels: dict[str, str]
     annotations: dict[str, str] = field(default_factory=dict)
@@ -22,15 +24,6 @@ class AlertItem:
     ends_at: float | None = None
     value: float | None = None
     fingerprint: str = ""
-    # issue 18 (see agent/alert.py Alert): unit of `value`, and on resolve how long the
-    # condition held, how long keep_firing_for kept it after, whether it resolved without data;
-    # the task a `scope: local` alert comes from
-    unit: str = ""
-    held_for: float | None = None
-    kept_for: float | None = None
-    no_data: bool = False
-    task: str = ""
-    window: float | None = None
 
     @property
     def name(self) -> str:
@@ -41,6 +34,11 @@ class AlertItem:
         if self.ends_at is None or not self.starts_at:
             return None
         return max(0.0, self.ends_at - self.starts_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The outbox's JSON: the item's own fields, then the shared facts (the order rows always had)."""
+        data = asdict(self)
+        return {**{k: v for k, v in data.items() if k not in FACT_FIELDS}, **{k: data[k] for k in FACT_FIELDS}}
 
 
 @dataclass
@@ -67,7 +65,7 @@ class Notification:
         return [a for a in self.alerts if a.status == "resolved"]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "alerts": [a.to_dict() for a in self.alerts]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Notification:

@@ -4,9 +4,7 @@ and their values, or why none matched. Reads Service Quotas once, as the sidecar
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import sys
 from typing import Any
 
 
@@ -49,14 +47,10 @@ async def collect(config: Any) -> list[dict[str, Any]]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from agent.config import load_config
-    from agent.configtypes import ConfigError
+    from agent.config_cli import load_and_run
 
-    try:
-        config = load_config(args.config)
-        rows = asyncio.run(collect(config))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    rows = load_and_run(args.config, collect)
+    if rows is None:
         return 2
     if args.json:
         print(json.dumps({"deployments": rows}, indent=2))

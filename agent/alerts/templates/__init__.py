@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.alerts.notification import AlertItem, Notification
 from agent.alerts.templates.webhook import dashboard_link
-from agent.alerts.units import with_unit
+from agent.alerts.units import fmt_duration, with_unit
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 MAX_LISTED = 10  # alerts listed in a chat message; the rest are counted
@@ -50,18 +50,6 @@ def look(note: Notification) -> tuple[str, str, str, str]:
     if note.status == "resolved":
         return RESOLVED_LOOK
     return SEVERITY_LOOK.get(severity(note), DEFAULT_LOOK)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    total = round(seconds)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
-             f"{secs}s" if secs and not days and not hours else ""]
-    return " ".join(p for p in parts if p) or "0s"
 
 
 def fmt_value(value: float | None) -> str:
