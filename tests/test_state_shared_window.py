@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,9 @@ class Cluster:
 
     async def stop(self) -> None:
         for engine in self.engines:
-            await engine.stop()
+            await engine.stop(time.monotonic() + 30)
         for state in self.states:
-            await state.stop()
+            await state.stop(time.monotonic() + 30)
 
     async def settle(self) -> None:
         """Wait for every sidecar's flusher to have sent its buffered observations (flush_interval 100ms)."""
@@ -120,7 +121,7 @@ async def cluster(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[An
 
     yield make
     for c in made:
-        await c.stop()
+        await c.stop(time.monotonic() + 30)
 
 
 def traffic(rng: random.Random, start: float, end: float, n: int) -> list[Event]:

@@ -126,7 +126,9 @@ class RedisState(RedisBatches, RedisDocs):
                         self.display, self._last_error)
         self._task = asyncio.create_task(self._run(), name="gatewatch-state-flush")
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
+        """Send what is queued in the time left before `deadline` (time.monotonic()); what Redis has
+        not taken by then goes to the spill file (local, so it is never cut off) for the next start."""
         self._stopping = True
         if self._task is not None:
             # A cancel can be swallowed when it lands as an asyncio.timeout() expires (the
@@ -139,16 +141,19 @@ class RedisState(RedisBatches, RedisDocs):
                 self._task.result()
             self._task = None
         self._drain(self.clock())
-        if self.queued():
-            if not self._up:
-                await self._probe()
-            if self._up:
-                with contextlib.suppress(StateUnavailable, Exception):
-                    await self.flush()
+        if self.queued() and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    if not self._up:
+                        await self._probe()
+                    if self._up:
+                        with contextlib.suppress(StateUnavailable, Exception):
+                            await self.send_queue()
         self._spill()
         if self._client is not None:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(2.0):  # never let a stuck connection hold up shutdown
+                # never let a stuck connection hold up shutdown
+                async with asyncio.timeout(min(2.0, max(0.0, deadline - time.monotonic()))):
                     await self._client.aclose()
         self._client = None
         self._up = False
@@ -178,7 +183,7 @@ class RedisState(RedisBatches, RedisDocs):
                         self.queue.prune(self.clock())
                         continue
                 if self.queue.size or self.inflight:
-                    await self.flush()
+                    await self.send_queue()
                 elif time.monotonic() - self._last_ok >= 5 * interval:
                     await self._probe()  # idle: still notice (metric, /readyz) when Redis goes away
             except StateUnavailable:

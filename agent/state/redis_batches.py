@@ -40,11 +40,24 @@ class RedisBatches(RedisLink):
     _apply_sha: str
     _lock: asyncio.Lock
 
-    async def flush(self) -> None:
-        """Send the queue (and batches not yet acknowledged) in one pipelined round trip."""
+    async def send_queue(self) -> None:
+        """Send the queue (and batches not yet acknowledged) in one pipelined round trip; raises
+        `StateUnavailable` while Redis is down."""
         self._check()
         async with self._lock:
             await self._round_trip([], "flush")
+
+    async def flush(self, deadline: float) -> bool:
+        """Flush on demand: send what is queued by `deadline` (time.monotonic()); True when Redis
+        has taken everything, False when it is down or the deadline came first (the queue keeps it)."""
+        if time.monotonic() >= deadline:
+            return not self.queued()
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                await self.send_queue()
+        except (StateUnavailable, TimeoutError):
+            return False
+        return not self.queued()
 
     async def flush_and_read(self, keys: list[str]) -> list[dict[str, str]]:
         """Flush, then HGETALL each key, in the same round trip (reads see this sidecar's writes)."""
