@@ -4,6 +4,10 @@ Start: catalog -> sinks -> components (sources, evaluators, senders) -> ready.
 Stop (SIGTERM): refuse new ingest -> stop sources -> flush held requests -> stop
 components and sinks in reverse order (each flushes: spans, CloudWatch, outbox,
 checkpoints) -> exit, all inside `server.shutdown_grace`.
+
+One lifecycle on every component (agent/host.py): `async start()`, `async stop(deadline)`
+with `deadline` a `time.monotonic()` value (the end of the grace), and `async flush(deadline)
+-> bool` where a component can hand on what it holds on demand.
 """
 
 from __future__ import annotations
