@@ -121,7 +121,7 @@ async def cluster(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[An
 
     yield make
     for c in made:
-        await c.stop(time.monotonic() + 30)
+        await c.stop()
 
 
 def traffic(rng: random.Random, start: float, end: float, n: int) -> list[Event]:
