@@ -4,6 +4,10 @@ Start: catalog -> sinks -> components (sources, evaluators, senders) -> ready.
 Stop (SIGTERM): refuse new ingest -> stop sources -> flush held requests -> stop
 components and sinks in reverse order (each flushes: spans, CloudWatch, outbox,
 checkpoints) -> exit, all inside `server.shutdown_grace`.
+
+One lifecycle on every component (agent/host.py): `async start()`, `async stop(deadline)`
+with `deadline` a `time.monotonic()` value (the end of the grace), and `async flush(deadline)
+-> bool` where a component can hand on what it holds on demand.
 """
 
 from __future__ import annotations
@@ -310,10 +314,13 @@ class GatewatchApp:
 
     async def stop(self, deadline: float | None = None) -> None:
         """Stop what start() started, in reverse, sources first and then a pipeline flush;
-        by `deadline` (time.monotonic()) when given: a component still stopping then is
-        cut off, and the rest still get their turn."""
+        by `deadline` (time.monotonic(); `server.shutdown_grace` from now when not given):
+        each component gets the deadline, one still stopping then is cut off, and the rest
+        still get their turn."""
         if self._stopped:
             return
+        if deadline is None:
+            deadline = time.monotonic() + float(self.config.server.shutdown_grace)
         self._stopped = True
         self.accepting = False
         self.ready = False
@@ -334,14 +341,11 @@ class GatewatchApp:
                 await self._stop_one(component, deadline)
         log.info("gatewatch stopped")
 
-    async def _stop_one(self, component: Any, deadline: float | None) -> None:
+    async def _stop_one(self, component: Any, deadline: float) -> None:
         name = getattr(component, "name", component)
         try:
-            if deadline is None:
-                await component.stop()
-                return
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await component.stop()
+                await component.stop(deadline)
         except TimeoutError:
             log.error("stopping %s did not finish within the shutdown grace; cut off", name)
         except Exception:

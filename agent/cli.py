@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import importlib
 import sys
+import time
 from pathlib import Path
 
 from agent import __version__
@@ -108,8 +109,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             progress.advance(path.stat().st_size, path.name)
         progress.close()
         app.pipeline.flush()
+        deadline = time.monotonic() + float(app.config.server.shutdown_grace)
         for sink in reversed(app.pipeline.sinks):
-            await sink.stop()
+            await sink.stop(deadline)
 
     try:
         asyncio.run(run())

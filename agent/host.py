@@ -31,13 +31,26 @@ if TYPE_CHECKING:
 
 
 class Component(Protocol):
-    """Anything with a lifecycle: sources, rule evaluator, notifier, exporters."""
+    """Anything with a lifecycle: sources, rule evaluator, notifier, exporters.
+
+    `stop(deadline)`: `deadline` is a `time.monotonic()` value by which the component must be
+    done (the app's share of SIGTERM's grace); what it can still hand on (a last batch, the
+    outbox, a checkpoint) gets the time that is left, and nothing waits past it.
+    """
 
     name: str
 
     async def start(self) -> None: ...
 
-    async def stop(self) -> None: ...
+    async def stop(self, deadline: float) -> None: ...
+
+
+class Flushable(Protocol):
+    """A component that can hand on what it holds on demand (a test, an admin action, stop)."""
+
+    async def flush(self, deadline: float) -> bool:
+        """True when everything pending was handed on by `deadline` (time.monotonic())."""
+        ...
 
 
 ReloadHook = Callable[[Config], Awaitable[None]]

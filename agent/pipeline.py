@@ -35,8 +35,9 @@ class Sink(Protocol):
     async def start(self) -> None:
         """Start background work (exporters, timers)."""
 
-    async def stop(self) -> None:
-        """Flush what is queued and release resources; called once, at shutdown."""
+    async def stop(self, deadline: float) -> None:
+        """Flush what is queued until `deadline` (time.monotonic()) and release resources; called
+        once, at shutdown."""
 
 
 class RequestTracker:

@@ -125,7 +125,9 @@ class SqliteWorker:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
+        """Stop the worker thread once its queued statements ran (blocking: call it from the loop only
+        after the last `run` returned)."""
         self._executor.shutdown(wait=True)
 
 
@@ -172,11 +174,12 @@ class SqliteStore:
         if self._db is None:
             await self._run(self._open)
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
+        """Close the database; its statements are short, so the deadline is the app's guard's to keep."""
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
-        self._worker.shutdown()
+        self._worker.close()
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:

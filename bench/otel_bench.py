@@ -176,7 +176,7 @@ async def run(label: str, payloads: list[bytes], otel: dict | None, receiver: Re
         exported = int(registry.get_sample_value("gatewatch_otel_spans_exported_total") or 0)
         result.update(end_to_end_eps=events / total, spans=exported, received=receiver.count(),
                       dropped=handed_over(registry) - exported, sampled_out=sampled_out)
-        await sink.stop()
+        await sink.stop(time.monotonic() + 30)
     return result
 
 

@@ -2,7 +2,7 @@
 
 Usage: python -m tests.gatewatch_process RECORD.json run --config ... (any `gatewatch` argv).
 
-The recording sink writes its file in `stop()`, so the file exists only if shutdown got as
+The recording sink writes its file in `stop(deadline)`, so the file exists only if shutdown got as
 far as flushing the sinks, and it holds every event the pipeline fanned out. Tests compare
 it with what the ingest routes answered (200 + `accepted`), which is the contract with
 LiteLLM: an accepted event is never lost by a graceful stop.
@@ -40,7 +40,7 @@ class RecordingSink:
     async def start(self) -> None:
         return None
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
         await asyncio.to_thread(self._write)
 
     def _write(self) -> None:

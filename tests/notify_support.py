@@ -138,8 +138,8 @@ class ServiceStack:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self.service.stop()
-        await self.state.stop()
+        await self.service.stop(time.monotonic() + 30)
+        await self.state.stop(time.monotonic() + 30)
 
     def metric(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0

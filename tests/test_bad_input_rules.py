@@ -4,6 +4,7 @@ in /readyz detail and a metric, and clears on the next good data."""
 from __future__ import annotations
 
 import math
+import time
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -34,8 +35,8 @@ async def test_a_nan_cost_never_reaches_budget_state(rules_file, tmp_path):  # n
     engine.handle([spend(T0 + 61, 1.0)])
     await engine.evaluate_group("spend", T0 + 120)
     assert sum((await state.get_counters(budget.state_key(budget.period.id))).values()) == 4.5
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)
 
 
 async def test_nan_never_enters_a_window(rules_file, tmp_path):  # noqa: F811
@@ -45,8 +46,8 @@ async def test_nan_never_enters_a_window(rules_file, tmp_path):  # noqa: F811
     engine.handle([bad, Event(Kind.REQUEST, T0, deployment="d1", latency=1.0)])
     await engine.evaluate_all(T0)
     assert all(r.health == "ok" for r in engine.rules.values())
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)
 
 
 async def test_an_evaluation_error_shows_in_readyz_and_clears(rules_file, tmp_path):  # noqa: F811
@@ -69,5 +70,5 @@ async def test_an_evaluation_error_shows_in_readyz_and_clears(rules_file, tmp_pa
     await engine.evaluate_group("errors", T0 + 15)
     ok, detail = engine.ready()
     assert ok and "degraded" not in detail
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -161,10 +162,10 @@ async def test_assume_role_puts_into_the_monitoring_account(moto_url, lab_enviro
         sink = CloudWatchSink(cfg.cloudwatch, registry)
         await sink.start()
         sink.handle(replayed_events())
-        await sink.flush()
+        await sink.flush(time.monotonic() + 30)
         assert sts_proxy.assume_calls == 1
         sink.handle(replayed_events())
-        await sink.stop()
+        await sink.stop(time.monotonic() + 30)
         # a 1h session is reused; a 15m one is inside botocore's refresh window, so it is renewed first
         assert sts_proxy.assume_calls == assumes
         assert b"ExternalId=gatewatch-ext" in sts_proxy.assume_bodies[0]
@@ -248,14 +249,14 @@ async def test_throttling_is_retried_without_loss(moto_url, lab_environ):
         sink = CloudWatchSink(cfg.cloudwatch, registry)
         await sink.start()
         sink.handle(replayed_events())
-        await sink.flush()  # 2 attempts, both throttled: the interval is kept
+        await sink.flush(time.monotonic() + 30)  # 2 attempts, both throttled: the interval is kept
         assert proxy.throttled == 2
         assert sample(registry, "gatewatch_cloudwatch_put_failures_total") == 1
         assert sample(registry, "gatewatch_cloudwatch_pending_batches") == 1
-        await sink.flush()  # throttled once more, then botocore's retry gets through
+        await sink.flush(time.monotonic() + 30)  # throttled once more, then botocore's retry gets through
         assert proxy.throttled == 3
         assert sample(registry, "gatewatch_cloudwatch_pending_batches") == 0
-        await sink.stop()
+        await sink.stop(time.monotonic() + 30)
     assert_model_groups_match_captures(cloudwatch(moto_url), ns)  # nothing lost, nothing twice
     assert sample(registry, "gatewatch_cloudwatch_dropped_total", reason="pending_full") == 0
 
@@ -269,12 +270,12 @@ async def test_a_rejected_batch_is_dropped_and_counted_not_retried_forever(moto_
         sink = CloudWatchSink(cfg.cloudwatch, registry)
         await sink.start()
         sink.handle(replayed_events())
-        await sink.flush()
+        await sink.flush(time.monotonic() + 30)
         dropped = sample(registry, "gatewatch_cloudwatch_dropped_total", reason="rejected")
         assert dropped > 0 and proxy.put_calls == 1
         assert sample(registry, "gatewatch_cloudwatch_pending_batches") == 0
         sink.handle(replayed_events())  # the next interval goes through
-        await sink.stop()
+        await sink.stop(time.monotonic() + 30)
     assert_model_groups_match_captures(cloudwatch(moto_url), ns)
     assert "InvalidParameterValue" in sink.last_error
 
@@ -290,13 +291,13 @@ async def test_unreachable_cloudwatch_keeps_a_bounded_backlog(lab_environ):
     sent = 0
     for _ in range(4):
         sink.handle(replayed_events()[:10])
-        await sink.flush()
+        await sink.flush(time.monotonic() + 30)
         sent += 1
     assert sample(registry, "gatewatch_cloudwatch_pending_batches") == 2
     assert sample(registry, "gatewatch_cloudwatch_put_failures_total") == sent
     assert sample(registry, "gatewatch_cloudwatch_dropped_total", reason="pending_full") > 0
     assert "EndpointConnectionError" in sink.last_error or "Connect" in sink.last_error
-    await sink.stop()
+    await sink.stop(time.monotonic() + 30)
     assert sample(registry, "gatewatch_cloudwatch_dropped_total", reason="shutdown") > 0
     assert sample(registry, "gatewatch_cloudwatch_pending_batches") == 0
 
@@ -326,7 +327,7 @@ async def test_large_intervals_are_split_under_the_call_limits(moto_url):
         for i in range(200 if d < 3 else 1):
             sink.handle([Event(kind=Kind.REQUEST, time=1.0, model_group="g", deployment=f"dep-{d:03d}",
                                latency=0.01 * 1.05**i, input_tokens=1)])
-    await sink.stop()
+    await sink.stop(time.monotonic() + 30)
     cw = cloudwatch(moto_url)
     total = sum(stat_sum(cw, ns, "Requests", {"ModelGroup": "g", "Deployment": f"dep-{d:03d}"}) for d in range(150))
     assert total == 3 * 200 + 147

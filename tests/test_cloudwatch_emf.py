@@ -58,7 +58,7 @@ async def test_fixture_replay_to_a_file_is_valid_emf_with_the_captures_totals(la
     sink, registry = sink_with_registry(emf_output=str(out), emf_distribution=distribution)
     await sink.start()
     sink.handle(replayed_events())
-    await sink.stop()
+    await sink.stop(time.monotonic() + 30)
     lines = read_lines(out)
     assert lines
     for line in lines:
@@ -141,8 +141,8 @@ async def test_stdout_output(lab_environ, capfd):
     sink, _ = sink_with_registry(emf_output="stdout")
     await sink.start()
     sink.handle(replayed_events())
-    await sink.flush()
-    await sink.stop()
+    await sink.flush(time.monotonic() + 30)
+    await sink.stop(time.monotonic() + 30)
     lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith('{"_aws"')]
     assert lines
     assert_matches_captures(lines)
@@ -172,17 +172,17 @@ async def test_tcp_agent_outage_keeps_the_batch_and_delivers_it_later(lab_enviro
     sink, registry = sink_with_registry(emf_output=f"tcp://127.0.0.1:{port}", timeout="2s")
     await sink.start()
     sink.handle(replayed_events())
-    await sink.flush()  # nobody listening yet
+    await sink.flush(time.monotonic() + 30)  # nobody listening yet
     assert sample(registry, "gatewatch_cloudwatch_put_failures_total") == 1
     assert sample(registry, "gatewatch_cloudwatch_pending_batches") == 1
     received: list[str] = []
     server = await asyncio.get_running_loop().create_server(lambda: LineCollector(received), "127.0.0.1", port)
     try:
-        await sink.flush()  # the agent is back: the kept interval goes out
+        await sink.flush(time.monotonic() + 30)  # the agent is back: the kept interval goes out
         assert sample(registry, "gatewatch_cloudwatch_pending_batches") == 0
         await wait_for(lambda: len(received) >= 1 and sum(_count_values(json.loads(x)) for x in received)
                        == sample(registry, "gatewatch_cloudwatch_datapoints_total", mode="emf"))
-        await sink.stop()
+        await sink.stop(time.monotonic() + 30)
     finally:
         server.close()
         await server.wait_closed()
@@ -207,7 +207,7 @@ async def test_udp_output_sends_one_datagram_per_line(lab_environ):
         sink, registry = sink_with_registry(emf_output=f"udp://127.0.0.1:{port}")
         await sink.start()
         sink.handle(replayed_events())
-        await sink.stop()
+        await sink.stop(time.monotonic() + 30)
         expected = sample(registry, "gatewatch_cloudwatch_datapoints_total", mode="emf")
         await wait_for(lambda: sum(_count_values(json.loads(x)) for x in received) == expected)
     finally:
@@ -224,7 +224,7 @@ async def test_interval_timer_exports_without_being_asked(lab_environ, tmp_path)
         await wait_for(lambda: bool(read_lines(out)))
         assert sink.intervals >= 1
     finally:
-        await sink.stop()
+        await sink.stop(time.monotonic() + 30)
     assert_matches_captures(read_lines(out))
 
 
@@ -235,7 +235,7 @@ async def test_malformed_events_are_counted_and_skipped(tmp_path):
     sink.handle([broken, infinite, *latency_events(2)])
     assert sample(registry, "gatewatch_cloudwatch_dropped_total", reason="invalid_event") == 2
     await sink.start()
-    await sink.stop()
+    await sink.stop(time.monotonic() + 30)
     totals = emf_totals(read_lines(tmp_path / "m.log"))
     assert (("ModelGroup", "g"),) not in totals  # skipped whole, not half counted
     assert totals[(("ModelGroup", "gpt-lab"),)]["Requests"] == 2
@@ -266,7 +266,7 @@ async def test_reload_applies_new_settings_after_closing_the_interval(lab_enviro
     with pytest.raises(ConfigError) as err:
         await sink.reload(parse_config({"cloudwatch": {"enabled": True, "mode": "api", "namespace": "Third"}}))
     assert err.value.key_path == "cloudwatch.region"
-    await sink.stop()
+    await sink.stop(time.monotonic() + 30)
     docs = [check_emf_line(line) for line in read_lines(second)]
     assert {d["_aws"]["CloudWatchMetrics"][0]["Namespace"] for d in docs} == {"Other"}
     assert set(emf_totals(read_lines(second))) == {(("Provider", "openai"),)}

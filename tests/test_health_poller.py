@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 import pytest
 from aiohttp import web
@@ -93,7 +94,7 @@ async def test_captured_answers_give_proxy_state_deployment_states_and_catalog(p
         states = await poller.poll_deployments()
         proxy_states = await poller.poll_proxy()
     finally:
-        await poller.stop()
+        await poller.stop(time.monotonic() + 30)
 
     assert {e.attrs["endpoint"]: e.value for e in proxy_states} == {"readiness": 1.0, "liveliness": 1.0}
     assert proxy_states[0].attrs["db"] == capture("/health/readiness")["body"]["db"]
@@ -162,7 +163,7 @@ async def test_fails_hangs_goes_away_and_recovers(proxy):
         await async_wait_until(lambda: polls("connection_error") >= 1 and latest("readiness").value == 0.0,
                                within=within)
     finally:
-        await poller.stop()
+        await poller.stop(time.monotonic() + 30)
     assert polls("ok") >= 2 and polls("http_error") >= 1
 
 
@@ -176,7 +177,7 @@ async def test_wrong_key_is_reported_not_fatal_and_never_logged(proxy, caplog):
         assert await poller.poll_deployments() == []
         assert await poller.poll_model_info() == 0
     finally:
-        await poller.stop()
+        await poller.stop(time.monotonic() + 30)
     text = generate_latest(registry).decode()
     assert total(text, "gatewatch_health_poll_total", endpoint="health", outcome="unauthorized") == 2
     assert len(catalog) == 0

@@ -4,6 +4,7 @@ group order, dead letters, cross-task claims, the final flush on stop, config re
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ async def test_rows_survive_reopen_and_enqueue_is_idempotent(tmp_path: Path) -> 
     assert await box.enqueue(note("n2", created=1001.0), [("t1", "oncall")]) == 1
     clock.advance(30)
     assert (box.depth, box.oldest_age()) == (3, 30.0)
-    await box.stop()
+    await box.stop(time.monotonic() + 30)
 
     again = Outbox(tmp_path / "outbox.db", clock=clock)
     await again.start()
@@ -42,7 +43,7 @@ async def test_rows_survive_reopen_and_enqueue_is_idempotent(tmp_path: Path) -> 
     # delivered ids are remembered: re-enqueueing the same notification does not send it twice
     assert await again.enqueue(note("n1", created=1000.0), [("t1", "oncall")]) == 0
     assert again.depth == 2
-    await again.stop()
+    await again.stop(time.monotonic() + 30)
 
 
 async def test_order_within_a_group_but_not_across_groups(tmp_path: Path) -> None:
@@ -57,7 +58,7 @@ async def test_order_within_a_group_but_not_across_groups(tmp_path: Path) -> Non
     second = await box.next_due("t", clock())
     assert second is not None and second.id == "b1"  # ...a2 waits behind it, group B goes on
     assert await box.next_time("t") == 1000.0
-    await box.stop()
+    await box.stop(time.monotonic() + 30)
 
 
 async def test_dead_letters_requeue_drop_and_full(tmp_path: Path) -> None:
@@ -80,7 +81,7 @@ async def test_dead_letters_requeue_drop_and_full(tmp_path: Path) -> None:
     await box.bury(row, "x")
     assert await box.drop_dead("n2") == 1 and box.dead_count == 0
     assert await box.drop_dead("n2") == 0
-    await box.stop()
+    await box.stop(time.monotonic() + 30)
 
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:

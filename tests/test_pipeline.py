@@ -31,7 +31,7 @@ class Collect:
     async def start(self):
         return None
 
-    async def stop(self):
+    async def stop(self, deadline):
         return None
 
 

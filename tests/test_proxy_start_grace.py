@@ -7,6 +7,8 @@ clock the test drives: polls every 15 s and evaluations every 15 s, as in produc
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry
 
 from agent.enrich import Catalog
@@ -60,7 +62,7 @@ async def test_sidecar_up_90s_before_the_proxy_never_pages(proxy):  # noqa: F811
         proxy.mode = "ok"
         await h.run_until(600)
     finally:
-        await h.poller.stop()
+        await h.poller.stop(time.monotonic() + 30)
     assert h.pages == []
 
 
@@ -74,7 +76,7 @@ async def test_a_20s_restart_does_not_page(proxy):  # noqa: F811
         proxy.mode = "ok"
         await h.run_until(400)
     finally:
-        await h.poller.stop()
+        await h.poller.stop(time.monotonic() + 30)
     assert h.pages == []
 
 
@@ -85,7 +87,7 @@ async def test_a_proxy_that_never_comes_up_pages_after_the_grace_naming_the_task
         proxy.mode = "fail"
         await h.run_until(600)
     finally:
-        await h.poller.stop()
+        await h.poller.stop(time.monotonic() + 30)
     firing = [p for p in h.pages if p[1] == "firing"]
     assert firing, "the proxy never came up: that must page"
     first = min(p[0] for p in firing)
@@ -106,7 +108,7 @@ async def test_a_proxy_gone_for_good_pages_with_the_time_since_it_was_last_up(pr
         proxy.mode = "fail"
         await h.run_until(300)
     finally:
-        await h.poller.stop()
+        await h.poller.stop(time.monotonic() + 30)
     firing = [p for p in h.pages if p[1] == "firing"]
     assert firing
     first = min(p[0] for p in firing)

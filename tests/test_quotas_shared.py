@@ -58,4 +58,4 @@ async def test_two_tasks_see_the_sum_of_their_use(redis_server, tmp_path):
             assert (await rec.per_day(now))[f"{base}|completed"] == pytest.approx(5000.0)
     finally:
         for state in states:
-            await state.stop()
+            await state.stop(time.monotonic() + 30)

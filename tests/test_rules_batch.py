@@ -6,6 +6,7 @@ import json
 import math
 import random
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -281,15 +282,15 @@ async def test_a_flood_of_keys_is_capped_and_folded_into_overflow(tmp_path):
     series = [v for name, labels, v in rows
               if name == "gatewatch_rule_series" and labels.get("alertname") == "KeySpend"]
     assert dropped == [n - CAP] and series == [CAP + 1]
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)
 
 
 async def test_persisted_totals_stay_bounded_across_a_restart(tmp_path):
     engine, state = await budget_engine(tmp_path)
     engine.handle([Event(Kind.REQUEST, T0 - 10, key_alias=f"old-{i}", cost_usd=1.0) for i in range(CAP - 5)])
-    await engine.stop()  # flushed at shutdown
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)  # flushed at shutdown
+    await state.stop(time.monotonic() + 30)
 
     engine, state = await budget_engine(tmp_path)
     budget = engine.rules["spend/KeySpend"]
@@ -302,8 +303,8 @@ async def test_persisted_totals_stay_bounded_across_a_restart(tmp_path):
     assert sum(stored.values()) == pytest.approx((CAP - 5) * 1.0 + 2 * CAP * 0.5)
     assert stored[json.dumps([OVERFLOW])] == pytest.approx((2 * CAP - 5) * 0.5)
     assert len(budget.totals) == CAP + 1 and budget.totals[(OVERFLOW,)] == pytest.approx((2 * CAP - 5) * 0.5)
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)
 
 
 async def test_a_stored_hash_over_the_cap_is_folded_in_the_view(tmp_path):
@@ -320,8 +321,8 @@ async def test_a_stored_hash_over_the_cap_is_folded_in_the_view(tmp_path):
     assert kept == {f"k{i}" for i in range(CAP, 2 * CAP)}  # the largest spenders
     assert budget.totals[(OVERFLOW,)] == sum(range(1, CAP + 1))
     assert sum(budget.totals.values()) == sum(amounts.values())
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)
 
 
 def test_a_bad_event_in_a_budget_batch_adds_nothing_twice():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,8 +116,8 @@ async def test_lifecycle_pending_firing_resolved(rules_file, tmp_path):
     firing_times = len(recorder.sent("firing"))
     await engine.evaluate_group("errors", T0 + 200)
     assert len(recorder.sent("firing")) == firing_times and len(recorder.sent("resolved")) == 1
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)
 
 
 async def test_pending_that_clears_is_never_sent(rules_file, tmp_path):
@@ -126,8 +127,8 @@ async def test_pending_that_clears_is_never_sent(rules_file, tmp_path):
     await engine.evaluate_group("errors", T0)
     await engine.evaluate_group("errors", T0 + 120)  # window empty before `for` elapsed
     assert engine.active_alerts() == [] and recorder.sent("firing") == recorder.sent("resolved") == []
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)
 
 
 async def test_budget_and_alert_state_survive_a_restart(rules_file, tmp_path):
@@ -140,8 +141,8 @@ async def test_budget_and_alert_state_survive_a_restart(rules_file, tmp_path):
     before = {a.labels["alertname"] + a.labels.get("threshold", ""): a for r, a in engine.active_alerts()}
     assert before["ErrorsHigh"].state == "firing" and before["TeamBudget50%"].state == "firing"
     engine.handle([Event(Kind.REQUEST, T0 + 31, team_alias="research", cost_usd=1.5)])  # flushed by stop()
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)
 
     recorder2 = Recorder()
     clock.now = T0 + 45
@@ -158,8 +159,8 @@ async def test_budget_and_alert_state_survive_a_restart(rules_file, tmp_path):
     assert summary == "research spent 7.5 of 10 (50%)"
     await engine2.evaluate_all(T0 + 45 + 600)
     assert [a.name for a in recorder2.sent("resolved")] == ["ErrorsHigh"]
-    await engine2.stop()
-    await state2.stop()
+    await engine2.stop(time.monotonic() + 30)
+    await state2.stop(time.monotonic() + 30)
 
 
 async def test_reload_keeps_unchanged_rules_and_refuses_bad_files(rules_file, tmp_path):
@@ -192,8 +193,8 @@ async def test_reload_keeps_unchanged_rules_and_refuses_bad_files(rules_file, tm
     status = await engine.reload([str(rules_file)])
     assert (status.added, status.removed) == (1, 1)
     assert [a.labels["alertname"] for a in recorder.sent("resolved")] == ["ErrorsHigh"]
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)
 
 
 async def test_self_metrics(rules_file, tmp_path):
@@ -220,8 +221,8 @@ async def test_self_metrics(rules_file, tmp_path):
     assert value("gatewatch_budget_usage_ratio", rule="spend/TeamBudget", key="ops") == pytest.approx(0.9)
     assert value("gatewatch_rule_series", group="errors", alertname="ErrorsHigh") == 1
     assert value("gatewatch_rules_loaded") == 3 and value("gatewatch_rules_last_reload_successful") == 1
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)
 
 
 async def test_a_failing_rule_is_counted_and_the_others_still_run(rules_file, tmp_path):
@@ -239,8 +240,8 @@ async def test_a_failing_rule_is_counted_and_the_others_still_run(rules_file, tm
     assert engine.rules["errors/ErrorsHigh"].states.active  # evaluated anyway
     rows = samples(generate_latest(registry).decode())
     assert [v for n, lab, v in rows if n == "gatewatch_rule_evaluation_failures_total"] == [1.0]  # errors only
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)
 
 
 async def test_bad_events_never_break_a_batch(rules_file, tmp_path):
@@ -263,5 +264,5 @@ async def test_bad_events_never_break_a_batch(rules_file, tmp_path):
     assert engine.observe_errors == 1
     await engine.evaluate_group("errors", T0)
     assert engine.rules["errors/ErrorsHigh"].states.active
-    await engine.stop()
-    await state.stop()
+    await engine.stop(time.monotonic() + 30)
+    await state.stop(time.monotonic() + 30)

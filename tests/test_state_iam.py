@@ -9,6 +9,7 @@ password on a real TLS redis-server: the sidecar authenticates with it as that u
 from __future__ import annotations
 
 import datetime
+import time
 from pathlib import Path
 from urllib.parse import ParseResult, parse_qs, urlencode, urlunparse
 
@@ -125,6 +126,6 @@ async def test_sidecar_authenticates_with_the_token_as_that_user(frozen_clock: N
             assert any(c["user"] == "gatewatch" and c["name"].startswith("gatewatch-") for c in clients)
             assert token not in state.healthy()[1]
         finally:
-            await state.stop()
+            await state.stop(time.monotonic() + 30)
     finally:
         server.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from agent.state.local import LocalState
 
 
@@ -14,7 +16,7 @@ async def test_documents_counters_and_claims(tmp_path):
     assert await state.claim("notify/x", "task-1", ttl=60) is True
     assert await state.claim("notify/x", "task-2", ttl=60) is False
     assert await state.claim("notify/x", "task-1", ttl=60) is True  # the owner keeps it
-    await state.stop()
+    await state.stop(time.monotonic() + 30)
 
     reopened = LocalState(tmp_path)
     await reopened.start()
@@ -24,7 +26,7 @@ async def test_documents_counters_and_claims(tmp_path):
     assert await reopened.claim("notify/x", "task-2", ttl=60) is False
     await reopened.release("notify/x", "task-1")
     assert await reopened.claim("notify/x", "task-2", ttl=60) is True
-    await reopened.stop()
+    await reopened.stop(time.monotonic() + 30)
 
 
 async def test_expired_claims_are_taken_over(tmp_path):
@@ -35,4 +37,4 @@ async def test_expired_claims_are_taken_over(tmp_path):
 
     await asyncio.sleep(0.05)
     assert await state.claim("k", "b", ttl=60) is True
-    await state.stop()
+    await state.stop(time.monotonic() + 30)

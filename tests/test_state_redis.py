@@ -110,7 +110,7 @@ async def test_json_documents_list_by_prefix_and_expire(redis_server: RedisServe
         assert all(k.startswith("gatewatch:") for k in client.keys("*"))
         assert client.zrange("gatewatch:docs:{doc}", 0, -1) == ["notify/nflog/x"]
     finally:
-        await state.stop()
+        await state.stop(time.monotonic() + 30)
 
 
 async def test_key_prefixes_keep_services_apart(redis_server: RedisServer, tmp_path: Path) -> None:
@@ -125,8 +125,8 @@ async def test_key_prefixes_keep_services_apart(redis_server: RedisServer, tmp_p
         assert await b.get_json("doc") is None and await b.get_counters("budget") == {}
         assert await b.claim("c", "b", 10) and await a.claim("c", "a", 10)  # same name, two services
     finally:
-        await a.stop()
-        await b.stop()
+        await a.stop(time.monotonic() + 30)
+        await b.stop(time.monotonic() + 30)
 
 
 # -- counters -------------------------------------------------------------------------------
@@ -149,8 +149,8 @@ async def test_counters_add_up_across_sidecars(redis_server: RedisServer, tmp_pa
         await until(lambda: float(client.hget("gatewatch:ctr:{spend:2026-11}", '["team-a"]')) == 1.75,
                     what="the periodic flush")
     finally:
-        await a.stop()
-        await b.stop()
+        await a.stop(time.monotonic() + 30)
+        await b.stop(time.monotonic() + 30)
 
 
 async def test_a_batch_retried_after_a_lost_answer_is_applied_once(redis_server: RedisServer,
@@ -168,7 +168,7 @@ async def test_a_batch_retried_after_a_lost_answer_is_applied_once(redis_server:
         assert await state._execute([other], []) == ([1], [])  # sequence numbers are per process
         assert redis_server.client().hget("gatewatch:ctr:{x}", "f") == "4.5"
     finally:
-        await state.stop()
+        await state.stop(time.monotonic() + 30)
 
 
 async def test_min_max_latest_and_set_operations(redis_server: RedisServer, tmp_path: Path) -> None:
@@ -181,7 +181,7 @@ async def test_min_max_latest_and_set_operations(redis_server: RedisServer, tmp_
         a.queue.add(key, "hi", MAX, 5.0)
         a.queue.add(key, "last", LATEST, (100.0, 1.0))
         a.queue.add(key, "streak", ADD, 3.0)
-        await a.flush()
+        await a.send_queue()
         b.queue.add(key, "lo", MIN, 7.0)
         b.queue.add(key, "hi", MAX, 9.0)
         b.queue.add(key, "last", LATEST, (99.0, 2.0))  # older than a's: ignored
@@ -190,8 +190,8 @@ async def test_min_max_latest_and_set_operations(redis_server: RedisServer, tmp_
         assert {k: float(v) for k, v in got.items() if k != "last"} == {"lo": 5.0, "hi": 9.0, "streak": 1.0}
         assert tuple(map(float, got["last"].split(":"))) == (100.0, 1.0)
     finally:
-        await a.stop()
-        await b.stop()
+        await a.stop(time.monotonic() + 30)
+        await b.stop(time.monotonic() + 30)
 
 
 async def test_with_a_replica_a_flush_returns_once_the_replica_has_it(tmp_path: Path) -> None:
@@ -206,14 +206,14 @@ async def test_with_a_replica_a_flush_returns_once_the_replica_has_it(tmp_path: 
         try:
             for i in range(5):
                 await state.incr_many("spend", {"team": 1.5})
-                await state.flush()
+                await state.send_queue()
                 # no waiting: the flush returned, so the replica has it already
                 assert float(replica.client().hget("gatewatch:ctr:{spend}", "team")) == 1.5 * (i + 1)
             assert await state.claim("page", "task-a", 30.0)
             assert replica.client().get("gatewatch:claim:page") == "task-a"
             assert int(primary.client().info("commandstats")["cmdstat_wait"]["calls"]) >= 6
         finally:
-            await state.stop()
+            await state.stop(time.monotonic() + 30)
     finally:
         replica.close()
         primary.close()
@@ -236,7 +236,7 @@ async def test_claims_one_owner_extend_expire_release(redis_server: RedisServer,
         await state.release("note-1", "task-x")
         assert await state.claim("note-1", owner, 5)
     finally:
-        await state.stop()
+        await state.stop(time.monotonic() + 30)
 
 
 # -- outages ----------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ async def test_redis_restart_loses_no_increment_and_fails_fast_meanwhile(tmp_pat
         assert remote == {"team": pytest.approx(total), **{f"new-{i}": 10.0 for i in range(5)}}
         assert state.healthy()[1] == f"redis 127.0.0.1:{server.port}/0 up (prefix gatewatch:); 0 increments queued"
     finally:
-        await state.stop()
+        await state.stop(time.monotonic() + 30)
         server.close()
 
 
@@ -291,7 +291,7 @@ async def test_frozen_redis_times_out_then_applies_every_batch_once(tmp_path: Pa
     await state.start()
     try:
         await state.incr_many("spend", {"team": 1.0})
-        await state.flush()
+        await state.send_queue()
         server.pause()
         expected = 1.0
         for i in range(30):  # spread over several flush ticks while frozen
@@ -304,7 +304,7 @@ async def test_frozen_redis_times_out_then_applies_every_batch_once(tmp_path: Pa
         await asyncio.sleep(0.5)  # anything still in the server's input buffers has run by now
         assert float(server.client().hget("gatewatch:ctr:{spend}", "team")) == expected
     finally:
-        await state.stop()
+        await state.stop(time.monotonic() + 30)
         server.close()
 
 
@@ -314,13 +314,13 @@ async def test_unsent_increments_survive_a_restart_of_the_sidecar(tmp_path: Path
     await first.start()
     try:
         await first.incr_many("spend", {"team": 2.0})
-        await first.flush()
+        await first.send_queue()
         server.shutdown(save=True)
         await first.incr_many("spend", {"team": 3.0})
         with pytest.raises(StateUnavailable):
-            await first.flush()
+            await first.send_queue()
     finally:
-        await first.stop()  # Redis is down: the 3.0 goes to state_dir
+        await first.stop(time.monotonic() + 30)  # Redis is down: the 3.0 goes to state_dir
     spill = tmp_path / "state-same" / "redis-pending.json"
     assert json.loads(spill.read_text())["batches"]
     server.start()
@@ -330,7 +330,7 @@ async def test_unsent_increments_survive_a_restart_of_the_sidecar(tmp_path: Path
         assert await second.get_counters("spend") == {"team": 5.0}
         assert not spill.exists()
     finally:
-        await second.stop()
+        await second.stop(time.monotonic() + 30)
         server.close()
 
 
@@ -347,7 +347,7 @@ async def test_unreachable_at_start_then_up(tmp_path: Path) -> None:
         assert server.client().hget("gatewatch:ctr:{spend}", "team") == "1"
         assert sample(registry, "gatewatch_state_flushed_increments_total") == 1.0
     finally:
-        await state.stop()
+        await state.stop(time.monotonic() + 30)
         server.close()
 
 
@@ -361,14 +361,14 @@ async def test_password_from_env_and_never_shown(tmp_path: Path) -> None:
         await good.start()
         assert good.up
         await good.put_json("k", {"v": 1})
-        await good.stop()
+        await good.stop(time.monotonic() + 30)
         wrong = parse_config({"state": {"url": f"redis://:wrong-pass@127.0.0.1:{server.port}/0"}}).state
         bad = RedisState(wrong, None, tmp_path / "bad")
         await bad.start()
         ok, detail = bad.healthy()
         assert ok and not bad.up and "wrong-pass" not in detail and "s3cret" not in detail
         assert "wrong-pass" not in repr(wrong) and "wrong-pass" not in str(bad.__dict__.get("display"))
-        await bad.stop()
+        await bad.stop(time.monotonic() + 30)
     finally:
         server.close()
 
@@ -382,11 +382,11 @@ async def test_tls_rediss(tmp_path: Path) -> None:
         assert state.up, state.healthy()
         await state.incr_many("spend", {"t": 1.0})
         assert await state.get_counters("spend") == {"t": 1.0}
-        await state.stop()
+        await state.stop(time.monotonic() + 30)
         plain = make_state(server.url, tmp_path, "untrusted")  # the system CAs do not know this cert
         await plain.start()
         assert not plain.up and "SSL" in plain.healthy()[1].upper()
-        await plain.stop()
+        await plain.stop(time.monotonic() + 30)
     finally:
         server.close()
 

@@ -92,7 +92,7 @@ async def test_auto_detects_the_cluster_over_tls_with_a_password(redis_cluster: 
         assert await state.list_json("notify/") == {"notify/nflog/x": [1]}
         assert registry.get_sample_value("gatewatch_state_backend_up") == 1.0
     finally:
-        await state.stop()
+        await state.stop(time.monotonic() + 30)
     # a wrong password is "down", with the reason, never the password
     bad = make_state(redis_cluster, tmp_path, "gw:detect:", name="bad", password="wrong-password-xyz")
     await bad.start()
@@ -101,7 +101,7 @@ async def test_auto_detects_the_cluster_over_tls_with_a_password(redis_cluster: 
         assert ok and detail.startswith("degraded:") and "wrong-password-xyz" not in detail
         assert not bad.up
     finally:
-        await bad.stop()
+        await bad.stop(time.monotonic() + 30)
 
 
 async def test_counters_from_three_sidecars_spread_over_the_primaries(redis_cluster: RedisClusterServer,
@@ -118,9 +118,9 @@ async def test_counters_from_three_sidecars_spread_over_the_primaries(redis_clus
                 for b in budgets:
                     await s.incr_many(b, {'["team-a"]': 0.25, f'["team-{i}"]': 1.0})
             if round_ % 5 == 0:
-                await asyncio.gather(*(s.flush() for s in states))
+                await asyncio.gather(*(s.send_queue() for s in states))
         for s in states:
-            await s.flush()
+            await s.send_queue()
         for b in budgets:
             got = await states[1].get_counters(b)
             assert got == {'["team-a"]': 15.0, '["team-0"]': 20.0, '["team-1"]': 20.0, '["team-2"]': 20.0}
@@ -130,7 +130,7 @@ async def test_counters_from_three_sidecars_spread_over_the_primaries(redis_clus
         assert waits >= 3
     finally:
         for s in states:
-            await s.stop()
+            await s.stop(time.monotonic() + 30)
 
 
 async def test_claims_are_exclusive_on_the_cluster(redis_cluster: RedisClusterServer, tmp_path: Path) -> None:
@@ -146,8 +146,8 @@ async def test_claims_are_exclusive_on_the_cluster(redis_cluster: RedisClusterSe
         await a.release("page-0", "task-a")
         assert await b.claim("page-0", "task-b", 30.0)
     finally:
-        await a.stop()
-        await b.stop()
+        await a.stop(time.monotonic() + 30)
+        await b.stop(time.monotonic() + 30)
 
 
 async def test_a_slot_moving_to_another_primary_mid_traffic_loses_nothing(redis_cluster: RedisClusterServer,
@@ -162,7 +162,7 @@ async def test_a_slot_moving_to_another_primary_mid_traffic_loses_nothing(redis_
         slot = key_slot(key.encode())
         for _ in range(10):
             await state.incr_many("spend:2026-12", {"team": 0.5})
-            await state.flush()
+            await state.send_queue()
         source = redis_cluster.primary_of(key)
         target = next(n for n in redis_cluster.primaries() if n.port != source.port)
         src, dst = source.node_client(), target.node_client()
@@ -177,7 +177,7 @@ async def test_a_slot_moving_to_another_primary_mid_traffic_loses_nothing(redis_
         # half-way: the source no longer has the keys, so it answers ASK and the client asks the target
         for _ in range(10):
             await state.incr_many("spend:2026-12", {"team": 0.5})
-            await state.flush()
+            await state.send_queue()
         assert _calls(target, "asking") > asking
         for node in redis_cluster.primaries():  # replicas learn it from their primaries
             node.node_client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
@@ -186,7 +186,7 @@ async def test_a_slot_moving_to_another_primary_mid_traffic_loses_nothing(redis_
             with_retry = 0
             while True:
                 try:
-                    await state.flush()
+                    await state.send_queue()
                     break
                 except StateUnavailable:
                     with_retry += 1
@@ -205,7 +205,7 @@ async def test_a_slot_moving_to_another_primary_mid_traffic_loses_nothing(redis_
         assert redis_cluster.primary_of(key).port == target.port
         assert total(redis_cluster, key, "team") == 15.0
     finally:
-        await state.stop()
+        await state.stop(time.monotonic() + 30)
 
 
 async def test_a_claim_waits_out_one_failover_but_not_a_whole_outage(redis_cluster: RedisClusterServer,
@@ -233,7 +233,7 @@ async def test_a_claim_waits_out_one_failover_but_not_a_whole_outage(redis_clust
         await state._probe()  # Redis answers again: the next outage gets its wait again
         assert state.up and await state.claim("page-3", "task-a", 30.0)
     finally:
-        await state.stop()
+        await state.stop(time.monotonic() + 30)
 
 
 async def test_primary_killed_mid_traffic_replica_takes_over_nothing_lost_or_doubled(
@@ -259,7 +259,7 @@ async def test_primary_killed_mid_traffic_replica_takes_over_nothing_lost_or_dou
             for s in (a, b):
                 await s.incr_many("spend:2026-12", {"team": 0.25})
                 sent += 1
-            await asyncio.gather(a.flush(), b.flush())
+            await asyncio.gather(a.send_queue(), b.send_queue())
         victim.kill()
         killed = time.monotonic()
         claim_b = asyncio.create_task(b.claim(claim_name, "task-b", 120.0))
@@ -271,7 +271,7 @@ async def test_primary_killed_mid_traffic_replica_takes_over_nothing_lost_or_dou
                     await s._probe()
                 else:
                     try:
-                        await s.flush()
+                        await s.send_queue()
                     except StateUnavailable:
                         pass
             await asyncio.sleep(0.1)
@@ -282,7 +282,7 @@ async def test_primary_killed_mid_traffic_replica_takes_over_nothing_lost_or_dou
         async def caught_up() -> bool:
             for s in (a, b):
                 try:
-                    await s.flush()
+                    await s.send_queue()
                 except StateUnavailable:
                     await s._probe()
                     return False
@@ -292,5 +292,5 @@ async def test_primary_killed_mid_traffic_replica_takes_over_nothing_lost_or_dou
         assert total(redis_cluster, key, "team") == pytest.approx(sent * 0.25, abs=1e-9)
         assert (await b.get_counters("spend:2026-12"))["team"] == pytest.approx(sent * 0.25, abs=1e-9)
     finally:
-        await a.stop()
-        await b.stop()
+        await a.stop(time.monotonic() + 30)
+        await b.stop(time.monotonic() + 30)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,9 @@ class Cluster:
 
     async def stop(self) -> None:
         for engine in self.engines:
-            await engine.stop()
+            await engine.stop(time.monotonic() + 30)
         for state in self.states:
-            await state.stop()
+            await state.stop(time.monotonic() + 30)
 
     async def settle(self) -> None:
         """Wait for every sidecar's flusher to have sent its buffered observations (flush_interval 100ms)."""

@@ -253,7 +253,7 @@ async def test_source_restart_resumes_exactly_and_writes_the_checkpoint(tmp_path
     await async_wait_until(lambda: len(seqs(published)) == 500)
     append(log, numbered(500, 700))
     await async_wait_until(lambda: len(seqs(published)) == 700)
-    await source.stop()
+    await source.stop(time.monotonic() + 30)
     saved = Checkpoints(tmp_path / "state").load()
     assert list(saved.values()) == [{"path": str(log), "offset": log.stat().st_size}]
     text = generate_latest(registry).decode()
@@ -267,7 +267,7 @@ async def test_source_restart_resumes_exactly_and_writes_the_checkpoint(tmp_path
     await second.start()
     await async_wait_until(lambda: len(seqs(published)) >= 900)
     await asyncio.sleep(0.2)
-    await second.stop()
+    await second.stop(time.monotonic() + 30)
     assert sorted(seqs(published)) == list(range(900))
 
 
@@ -277,12 +277,12 @@ async def test_files_born_while_stopped_are_read_from_their_start(tmp_path):
     published: list = []
     first = make_source(tmp_path, [str(tmp_path / "*.log")], published, read_from="end")
     await first.start()
-    await first.stop()
+    await first.stop(time.monotonic() + 30)
     append(tmp_path / "proxy.log", numbered(0, 40))
     second = make_source(tmp_path, [str(tmp_path / "*.log")], published, read_from="end")
     await second.start()
     await async_wait_until(lambda: len(seqs(published)) == 40)
-    await second.stop()
+    await second.stop(time.monotonic() + 30)
     assert seqs(published) == list(range(40))
 
 
@@ -293,7 +293,7 @@ async def test_copytruncate_while_stopped_resumes_in_the_copy(tmp_path):
     source = make_source(tmp_path, [str(tmp_path / "app.log*")], published)
     await source.start()
     await async_wait_until(lambda: len(seqs(published)) == 100)
-    await source.stop()
+    await source.stop(time.monotonic() + 30)
     append(log, numbered(100, 150))
     shutil.copyfile(log, tmp_path / "app.log.1")
     os.truncate(log, 0)
@@ -302,7 +302,7 @@ async def test_copytruncate_while_stopped_resumes_in_the_copy(tmp_path):
     await second.start()
     await async_wait_until(lambda: len(seqs(published)) >= 170)
     await asyncio.sleep(0.2)
-    await second.stop()
+    await second.stop(time.monotonic() + 30)
     assert sorted(seqs(published)) == list(range(170))
 
 
@@ -339,7 +339,7 @@ async def test_back_pressure_pauses_reading_and_drops_nothing(tmp_path):
         if len(seqs(published)) == 3000:
             break
         await asyncio.sleep(0.01)
-    await source.stop()
+    await source.stop(time.monotonic() + 30)
     assert sorted(seqs(published)) == list(range(3000))
     text = generate_latest(registry).decode()
     assert total(text, "gatewatch_tail_paused_total") > 0
@@ -358,7 +358,7 @@ async def test_unparsed_and_cut_lines_are_counted(tmp_path):
     expected_lines = len(banner.splitlines()) + 1
     await async_wait_until(lambda: total(generate_latest(registry).decode(),
                                          "gatewatch_tail_lines_read_total") == expected_lines)
-    await source.stop()
+    await source.stop(time.monotonic() + 30)
     text = generate_latest(registry).decode()
     non_json = [line for line in banner.splitlines() if line.strip() and not line.startswith(b"{")]
     assert total(text, "gatewatch_tail_lines_unparsed_total") == len(non_json) + 1  # + the cut z line
@@ -380,7 +380,7 @@ async def test_stdin_source(tmp_path):
     await async_wait_until(lambda: source.stdin is not None and source.stdin.eof)
     _, detail = source.healthy()
     assert "stdin closed" in detail
-    await source.stop()
+    await source.stop(time.monotonic() + 30)
     os.close(read_fd)
     assert source.stdin.parser.unparsed == 1
 

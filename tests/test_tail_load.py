@@ -147,7 +147,7 @@ async def test_no_line_lost_or_read_twice_under_load_rotation_and_restart(tmp_pa
     writer.start()
     await async_wait_until(lambda: count() >= TOTAL_LINES * 0.4, within=60)
     current["source"] = None
-    await first.stop()  # restart in the middle, while the writer keeps writing and rotating
+    await first.stop(time.monotonic() + 30)  # restart in the middle, while the writer keeps writing and rotating
     await asyncio.sleep(0.8)  # ~3 rotations happen while no tailer runs
     second = make()
     await second.start()
@@ -156,7 +156,7 @@ async def test_no_line_lost_or_read_twice_under_load_rotation_and_restart(tmp_pa
     assert writer.error is None, writer.error
     await async_wait_until(lambda: count() >= TOTAL_LINES, within=60)
     await asyncio.sleep(0.3)  # anything read twice would show up now
-    await second.stop()
+    await second.stop(time.monotonic() + 30)
 
     seen = sorted(int(e.value) for e in published if e.kind == Kind.SELF)
     missing = sorted(set(range(TOTAL_LINES)) - set(seen))

@@ -79,14 +79,11 @@ class Delivery:
             if event is not None:
                 event.set()
 
-    async def stop(self, deadline: float | None = None) -> None:
-        """Send what is due now (until `deadline`, the loop's clock; 5 s from now when not
-        given), then stop; rows in backoff stay in the outbox."""
-        loop = asyncio.get_running_loop()
-        if deadline is None:
-            deadline = loop.time() + 5.0
+    async def stop(self, deadline: float) -> None:
+        """Send what is due now until `deadline` (time.monotonic()), then stop; rows in backoff, and
+        rows not sent by then, stay in the outbox for the next start."""
         self.kick()
-        while loop.time() < deadline and not self._stopping:
+        while time.monotonic() < deadline and not self._stopping:
             due = False
             for target_id, task in self._workers.items():
                 if not task.done() and await self.outbox.next_due(target_id, self.clock()) is not None:
@@ -99,7 +96,7 @@ class Delivery:
         self.kick()
         tasks = [t for t in self._workers.values() if not t.done()]
         if tasks:
-            _done, still = await asyncio.wait(tasks, timeout=max(0.1, deadline - loop.time()))
+            _done, still = await asyncio.wait(tasks, timeout=max(0.1, deadline - time.monotonic()))
             for task in still:
                 task.cancel()
             for task in still:

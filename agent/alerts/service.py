@@ -142,8 +142,9 @@ class NotifyService:
                 entries[key[len(NFLOG_PREFIX):]] = NflogEntry.from_json(record)
         self.router.load_nflog(entries)
 
-    async def stop(self) -> None:
-        """Queue what the groups still owe (so a resolve is not lost), let sends finish, close."""
+    async def stop(self, deadline: float) -> None:
+        """Queue what the groups still owe (so a resolve is not lost), send what is due until
+        `deadline` (rows not sent by then stay in the outbox for the next start), close."""
         if not self._started:
             return
         self._started = False
@@ -152,12 +153,12 @@ class NotifyService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         try:
-            await self.flush(everything=True)
+            await self.queue_due(everything=True)
         except Exception:
             log.exception("notify: final flush failed")
-        await self.delivery.stop()
+        await self.delivery.stop(deadline)
         await self.notifier.close()
-        await self.outbox.stop()
+        await self.outbox.stop(deadline)
 
     async def reload(self, new_config: Config) -> None:
         cfg: NotifyConfig | None = getattr(new_config, "notify", None)
@@ -182,7 +183,7 @@ class NotifyService:
         last_refresh = last_prune = self.clock()
         while True:
             try:
-                await self.flush()
+                await self.queue_due()
                 await self.tend_claims()
                 now = self.clock()
                 if now - last_refresh >= SILENCE_REFRESH:
@@ -205,7 +206,7 @@ class NotifyService:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
             self._wake.clear()
 
-    async def flush(self, everything: bool = False) -> int:
+    async def queue_due(self, everything: bool = False) -> int:
         """Decide due groups and queue their notifications; returns how many were queued."""
         async with self._flush_lock:
             plans = self.router.flush_due(self.clock(), everything=everything)

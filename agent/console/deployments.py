@@ -94,7 +94,7 @@ class DeploymentStats:
     async def start(self) -> None:
         return None
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
         return None
 
     def handle(self, events: Sequence[Event]) -> None:

@@ -38,7 +38,7 @@ class SilenceLoader:
         except Exception:
             log.exception("could not read silences from the state backend")
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
         return None
 
 

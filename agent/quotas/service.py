@@ -112,7 +112,7 @@ class QuotaService:
         if self.config.account_usage_interval:
             self._tasks.append(asyncio.create_task(self._account_loop(), name="quotas-account"))
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
         if self._refresh_task is not None:
             self._tasks.append(self._refresh_task)  # type: ignore[arg-type]
         for task in self._tasks:

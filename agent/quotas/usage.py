@@ -132,5 +132,5 @@ class UsageRecorder:
     async def start(self) -> None:
         return None
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
         return None

@@ -194,7 +194,7 @@ class Refresher:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gatewatch-refresh")
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

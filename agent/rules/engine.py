@@ -91,7 +91,7 @@ class RuleSink:
     async def start(self) -> None:
         return None
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
         return None
 
 
@@ -254,11 +254,15 @@ class RuleEngine:
         if self.run_loops:
             self._start_loops()
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
+        """Stop the loops, then write pending budget increments and alert state until `deadline`."""
         await self._stop_loops()
         if not self.started:
             return
         for runtime in self.rules.values():
+            if time.monotonic() >= deadline:
+                log.error("rules: shutdown deadline reached; budgets not yet synced are left unsynced")
+                break
             if isinstance(runtime, BudgetRule) and runtime.pending:
                 try:
                     await runtime.sync(self.state, self.clock())

@@ -78,7 +78,7 @@ class MemoryState:
     async def start(self) -> None:
         return None
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
         return None
 
     async def get_json(self, key: str) -> Any | None:

@@ -9,7 +9,7 @@ to the wall clock so one interval lands in one CloudWatch period, a task drains 
 aggregator into batches and delivers them: EMF lines to stdout / a file / the CloudWatch
 agent, or PutMetricData through boto3 in a dedicated thread. A batch that fails is kept
 (bounded by `max_pending_batches`, oldest dropped and counted) and retried next interval;
-`stop()` drains and delivers what is left.
+`stop(deadline)` drains and delivers what is left in the time it is given.
 """
 
 from __future__ import annotations
@@ -170,7 +170,9 @@ class CloudWatchSink:
                  self.config.namespace, self.config.interval, len(self.config.dimensions),
                  f", output {self.exporter.writer.describe()}" if isinstance(self.exporter, _EmfExporter) else "")
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
+        """Close the last interval and deliver what is pending until `cloudwatch.shutdown_timeout` or
+        `deadline`, whichever comes first; what is still undelivered then is counted as dropped."""
         if self._stopped:
             return
         self._stopped = True
@@ -178,10 +180,7 @@ class CloudWatchSink:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task  # finishes a delivery in progress, never cut in half
-        try:
-            await asyncio.wait_for(self.flush(), timeout=float(self.config.shutdown_timeout))
-        except TimeoutError:
-            log.error("cloudwatch: shutdown flush timed out after %.0fs", self.config.shutdown_timeout)
+        await self.flush(min(deadline, time.monotonic() + float(self.config.shutdown_timeout)))
         lost = sum(batch.datapoints for batch in self.pending)
         if lost:
             self.metrics.dropped.labels("shutdown").inc(lost)
@@ -204,16 +203,30 @@ class CloudWatchSink:
             if self._stop.is_set():
                 return
             try:
-                await self.flush()
+                async with self._lock:
+                    await self._flush_locked()
             except Exception:  # the loop must survive anything one interval throws
                 log.exception("cloudwatch: flush failed")
 
-    async def flush(self) -> None:
-        """Close the current interval, queue its batches, and deliver everything pending."""
+    async def flush(self, deadline: float) -> bool:
+        """Close the current interval, queue its batches, and deliver what is pending until `deadline`
+        (time.monotonic()); True when nothing is left pending. The interval is always closed and
+        queued (local work), only delivery is cut off by the deadline: what is left stays pending."""
         async with self._lock:
-            await self._flush_locked()
+            await self._close_interval()
+            if self.pending and time.monotonic() < deadline:
+                try:
+                    async with asyncio.timeout(deadline - time.monotonic()):
+                        await self._deliver()
+                except TimeoutError:
+                    log.error("cloudwatch: delivery cut off by its deadline; %d batches pending", len(self.pending))
+            return not self.pending
 
     async def _flush_locked(self) -> None:
+        await self._close_interval()
+        await self._deliver()
+
+    async def _close_interval(self) -> None:
         now = self.clock()
         taken = self.aggregator.take()
         timestamp = self._window_start
@@ -226,7 +239,6 @@ class CloudWatchSink:
             built = await loop.run_in_executor(self._builder, self._build, taken, timestamp)
             self.intervals += 1
             self._enqueue(built)
-        await self._deliver()
 
     async def reload(self, config: Config) -> None:
         """Apply a changed `cloudwatch:` section without a restart (a reload hook).

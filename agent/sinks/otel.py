@@ -130,14 +130,16 @@ class OtelSink:
                  settings.ratio, settings.keep_errors, settings.keep_slower_than,
                  "captured" if settings.capture_content else "not exported")
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
+        """Force-flush spans, then metrics, each until `otel.shutdown_timeout` or `deadline`, whichever
+        comes first."""
         exporter = self.exporter
         if exporter is None:
             return
-        timeout = self.settings.shutdown_timeout
-        await asyncio.to_thread(exporter.stop, time.monotonic() + timeout)
+        timeout = float(self.settings.shutdown_timeout)
+        await asyncio.to_thread(exporter.stop, min(deadline, time.monotonic() + timeout))
         if self.genai_metrics is not None:
-            await asyncio.to_thread(self.genai_metrics.stop, time.monotonic() + timeout)
+            await asyncio.to_thread(self.genai_metrics.stop, min(deadline, time.monotonic() + timeout))
 
     def readiness(self) -> tuple[bool, str]:
         """Always ready (a down collector must not take the proxy's sidecar out of service); the

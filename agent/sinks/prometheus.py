@@ -433,7 +433,7 @@ class PrometheusSink:
     async def start(self) -> None:
         return None
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
         return None
 
 

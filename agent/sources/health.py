@@ -116,7 +116,7 @@ class HealthPoller:
                  f"every {s.deployment_health_interval:.0f}s" if s.deployment_health_interval else "off",
                  f"every {s.model_info_interval:.0f}s" if s.model_info_interval and self.catalog else "off")
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -130,7 +130,7 @@ class HealthPoller:
     async def reconfigure(self, settings: PollSettings) -> None:
         if settings == self.settings:
             return
-        await self.stop()
+        await self.stop(time.monotonic() + float(self.settings.request_timeout))
         self.settings = settings
         await self.start()
 

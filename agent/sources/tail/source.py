@@ -90,16 +90,19 @@ class TailSource:
         log.info("tailing %s%s", ", ".join(self.patterns) or "-", " and stdin" if self.patterns and self.use_stdin
                  else "")
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float) -> None:
+        """Stop the readers and let the consumer finish what they read (until `stop_timeout`, and
+        leaving a second of `deadline` for the checkpoint), then save the offsets."""
         if self.tailer is not None:
             self.tailer.stop()
         if self.stdin is not None:
             self.stdin.stop()
         if self._consumer is not None:
+            wait = max(0.0, min(float(self.stop_timeout), deadline - time.monotonic() - 1.0))
             try:
-                await asyncio.wait_for(asyncio.shield(self._consumer), timeout=self.stop_timeout)
+                await asyncio.wait_for(asyncio.shield(self._consumer), timeout=wait)
             except TimeoutError:
-                log.error("log tail did not stop within %.0fs; saving the offsets processed so far", self.stop_timeout)
+                log.error("log tail did not stop within %.0fs; saving the offsets processed so far", wait)
                 self._abandon = True
                 self._consumer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
