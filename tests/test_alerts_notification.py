@@ -5,6 +5,7 @@ reading one outbox; the console and the API show these bodies)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from agent.alerts.notification import AlertItem, Notification
@@ -32,7 +33,7 @@ async def stored_and_read_back(tmp_path: Path, body: str) -> dict:
     box = Outbox(tmp_path / "outbox.db", clock=lambda: NOW)
     await box.start()
     assert await box.enqueue(json.loads(body), [("slack", "oncall")]) == 1
-    await box.stop()
+    await box.stop(time.monotonic() + 30)
     again = Outbox(tmp_path / "outbox.db", clock=lambda: NOW)
     await again.start()
     try:
@@ -40,7 +41,7 @@ async def stored_and_read_back(tmp_path: Path, body: str) -> dict:
         assert row is not None
         return row.body
     finally:
-        await again.stop()
+        await again.stop(time.monotonic() + 30)
 
 
 async def test_a_row_in_todays_shape_loads_and_is_written_back_the_same(tmp_path: Path) -> None:
