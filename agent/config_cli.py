@@ -1,9 +1,9 @@
-"""The config-loading step every command-line verb that needs the whole config shares.
+"""Load the config, then build and run part of the app from it, for a command-line verb.
 
-A verb loads the config and then builds part of the app from it (`check-config` the
-catalog, rules and receivers; `quotas show` the quota service), and a rule file or a
-receiver can still prove bad while it builds: both are told the same way, as
-`error: file: key.path: reason` on stderr, and each verb picks its own exit code.
+`check-config` (the catalog, rules and receivers) and `quotas show` (the quota service) use
+it: a rule file or a receiver can still prove bad while that part builds, and both cases are
+told the same way, as `error: file: key.path: reason` on stderr; each verb picks its own exit
+code. `replay` loads the config itself, because it checks its input files in between.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ class NotifyService:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = False
-        self._flush_lock = asyncio.Lock()
+        self._queue_lock = asyncio.Lock()
 
     # -- AlertReceiver ------------------------------------------------------------------
     def receive(self, alerts: Sequence[Alert]) -> None:
@@ -155,7 +155,7 @@ class NotifyService:
         try:
             await self.queue_due(everything=True)
         except Exception:
-            log.exception("notify: final flush failed")
+            log.exception("notify: queueing what the groups still owe failed")
         await self.delivery.stop(deadline)
         await self.notifier.close()
         await self.outbox.stop(deadline)
@@ -208,7 +208,7 @@ class NotifyService:
 
     async def queue_due(self, everything: bool = False) -> int:
         """Decide due groups and queue their notifications; returns how many were queued."""
-        async with self._flush_lock:
+        async with self._queue_lock:
             plans = self.router.flush_due(self.clock(), everything=everything)
             queued = 0
             for plan in plans:
