@@ -14,6 +14,7 @@ Where gatewatch knowingly differs, the test says so and pins gatewatch's value.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Iterable
@@ -241,8 +242,17 @@ def test_deployment_state_series_are_litellms():
                 lab.series("litellm_deployment_state")}
 
     # Known difference: LiteLLM keeps the cooldown's 2 for good; gatewatch sets it back to 0 at
-    # the deployment's next successful call (and only that deployment's)
-    lab.callbacks("generic_api_streaming.json")  # a success on gpt-lab-acct111-use1
+    # the deployment's next successful call (and only that deployment's). A success that started
+    # before the cooldown and arrives after it (callbacks come in batches, the cooldown from the
+    # log tail) is not that call: the 2 stays
+    streaming = decode_body(json.dumps(capture_items("generic_api_streaming.json")).encode()).events
+    assert {e.deployment for e in streaming} == {"gpt-lab-acct111-use1"}
+    lab.publish(streaming)  # captured before the cooldown in logs_no_deployments.jsonl
+    assert series()[("gpt-lab", "gpt-lab-acct111-use1")] == 2.0
+    later = 1795640691.5722036 + 10.0 - min(e.time for e in streaming)  # after acct111's cooldown started
+    lab.publish([dataclasses.replace(e, time=e.time + later,
+                                     start_time=None if e.start_time is None else e.start_time + later)
+                 for e in streaming])  # a success on gpt-lab-acct111-use1
     assert series()[("gpt-lab", "gpt-lab-acct111-use1")] == 0.0
     assert series()[("gpt-lab", "gpt-lab-acct333-usw2")] == 2.0
 

@@ -269,7 +269,8 @@ class PrometheusSink:
         # a cache, not the source of truth (that is each family's capped children): bounded by
         # emptying it when full, so a flood of new label sets cannot grow it
         self._bundle_limit = max(1024, series_limit)
-        self._cooled: dict[str, Any] = {}  # deployment id -> its cooldown state series, while at 2
+        # deployment id -> (its cooldown state series, when the cooldown started), while at 2
+        self._cooled: dict[str, tuple[Any, float]] = {}
 
     def clear(self) -> None:
         """Drop every series and the cached children."""
@@ -332,10 +333,8 @@ class PrometheusSink:
             if has_deployment:
                 (slots[_DEP_SUCCESS] or fill(slots, _DEP_SUCCESS, event, fams)).inc()
                 (slots[_STATE] or fill(slots, _STATE, event, fams)).set(0)
-                if self._cooled:  # the deployment serves again: its cooldown is over
-                    ended = self._cooled.pop(event.deployment, None)
-                    if ended is not None:
-                        ended.set(0)
+                if self._cooled:
+                    self._end_cooldown(event)
             latency = event.latency
             if latency is not None:
                 (slots[_API_LATENCY] or fill(slots, _API_LATENCY, event, fams)).observe(latency)
@@ -392,6 +391,19 @@ class PrometheusSink:
         if event.status != "success":
             (slots[_PROXY_FAILED] or self._fill(slots, _PROXY_FAILED, event, fams)).inc()
 
+    def _end_cooldown(self, event: Event) -> None:
+        """The deployment serves again: a call that *started* after its cooldown did is over it.
+        A success that started earlier says nothing of the cooldown, however late it arrives
+        (callbacks come in batches, the cooldown comes from the log tail as it is written)."""
+        cooled = self._cooled.get(event.deployment)
+        if cooled is None:
+            return
+        state, cooled_at = cooled
+        started = event.start_time if event.start_time is not None else event.time
+        if started > cooled_at:
+            del self._cooled[event.deployment]
+            state.set(0)
+
     def _other(self, event: Event) -> None:
         kind = event.kind
         if kind == Kind.COOLDOWN:
@@ -407,7 +419,7 @@ class PrometheusSink:
             state = self.state.child(values)
             state.set(2)
             if event.deployment and len(self._cooled) < self._bundle_limit:
-                self._cooled[event.deployment] = state
+                self._cooled[event.deployment] = (state, event.time)
         elif kind == Kind.DEPLOYMENT_STATE and event.value is not None and event.source == "health":
             # opt-in /health polling (litellm.deployment_health_interval): a reading LiteLLM's
             # own gauge does not have, documented as a difference. Failed retries seen in the
